@@ -1,0 +1,53 @@
+from django.contrib import admin
+from django.utils.html import format_html
+
+from recommender.models import Category, Descriptor, Item, Look, ModelVersion, Snapshot, Style
+
+
+def thumbnail(image_field):
+    return format_html('<img src="{}" style="height:64px">', image_field.url) if image_field else ""
+
+
+class SnapshotInline(admin.TabularInline):
+    model = Snapshot
+    fields = ("preview", "original_name", "sha256")
+    readonly_fields = fields
+    extra = 0
+
+    def preview(self, snapshot):
+        return thumbnail(snapshot.image)
+
+
+@admin.register(Look)
+class LookAdmin(admin.ModelAdmin):
+    list_display = ("key", "style", "created")
+    list_filter = ("style",)
+    search_fields = ("key",)
+    inlines = [SnapshotInline]
+
+
+@admin.register(Item)
+class ItemAdmin(admin.ModelAdmin):
+    list_display = ("id", "preview", "original_name", "category")
+    list_filter = ("category",)
+    list_editable = ("category",)
+    search_fields = ("original_name", "sha256")
+
+    def preview(self, item):
+        return thumbnail(item.image)
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("name", "spec", "dim", "is_active", "created")
+
+
+@admin.register(Descriptor)
+class DescriptorAdmin(admin.ModelAdmin):
+    list_display = ("id", "model_version", "snapshot", "item", "wardrobe_item", "status", "updated")
+    list_filter = ("model_version", "status")
+    readonly_fields = ("embedding",)
+
+
+admin.site.register(Style)
+admin.site.register(Category)

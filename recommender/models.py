@@ -1,0 +1,152 @@
+"""The catalogue (looks, snapshots, items), the model versions and the image descriptors.
+
+A look is one post: 1 to 3 street snapshots and the items experts linked to it. Items are deduplicated by the
+SHA-256 of their image bytes, so one item can be linked to many looks. Every image has one Descriptor row per
+model version: it carries the embedding status (pending / ready / failed with the error) and, when ready, the
+vector. Vector sizes differ between model versions, so the column is an untyped pgvector `vector`; each version
+gets its own partial HNSW indexes on a cast to its size (see recommender.services.versions).
+"""
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from pgvector.django import VectorField
+
+
+class Style(models.Model):
+    name = models.CharField(max_length=64, unique=True)
+
+    def __str__(self):
+        return self.name
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        verbose_name_plural = "categories"
+
+    def __str__(self):
+        return self.name
+
+
+class Look(models.Model):
+    key = models.CharField(max_length=64, unique=True, help_text="The post's id in its source, e.g. '23'.")
+    style = models.ForeignKey(Style, null=True, blank=True, on_delete=models.SET_NULL, related_name="looks")
+    items = models.ManyToManyField("Item", through="LookItem", related_name="looks")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"look {self.key}"
+
+
+class Snapshot(models.Model):
+    look = models.ForeignKey(Look, on_delete=models.CASCADE, related_name="snapshots")
+    image = models.ImageField(upload_to="catalogue/snapshots/")
+    sha256 = models.CharField(max_length=64)
+    original_name = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["look", "sha256"], name="snapshot_unique_per_look")]
+
+    def __str__(self):
+        return self.original_name or f"snapshot {self.pk}"
+
+
+class Item(models.Model):
+    image = models.ImageField(upload_to="catalogue/items/")
+    sha256 = models.CharField(max_length=64, unique=True)
+    original_name = models.CharField(max_length=255, blank=True)
+    category = models.ForeignKey(Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="items")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return self.original_name or f"item {self.pk}"
+
+
+class LookItem(models.Model):
+    """An expert's link: this item goes with this look."""
+
+    look = models.ForeignKey(Look, on_delete=models.CASCADE)
+    item = models.ForeignKey(Item, on_delete=models.CASCADE)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["look", "item"], name="look_item_unique")]
+
+
+class ModelVersion(models.Model):
+    """An embedding model the platform can serve. Exactly one is active: queries use only its descriptors."""
+
+    name = models.CharField(max_length=128, unique=True)
+    spec = models.CharField(
+        max_length=512, help_text="What ml.embedding.load_embedder loads: 'untrained-lite0' or a model directory."
+    )
+    dim = models.PositiveIntegerField()
+    is_active = models.BooleanField(default=False)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_version")
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class DescriptorQuerySet(models.QuerySet):
+    def for_active_version(self):
+        return self.filter(model_version__is_active=True)
+
+
+class Descriptor(models.Model):
+    """One image's embedding under one model version, and the state of computing it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        READY = "ready"
+        FAILED = "failed"
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="descriptors")
+    snapshot = models.ForeignKey(Snapshot, null=True, blank=True, on_delete=models.CASCADE, related_name="descriptors")
+    item = models.ForeignKey(Item, null=True, blank=True, on_delete=models.CASCADE, related_name="descriptors")
+    wardrobe_item = models.ForeignKey(
+        "wardrobe.WardrobeItem", null=True, blank=True, on_delete=models.CASCADE, related_name="descriptors"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    error = models.TextField(blank=True)
+    embedding = VectorField(null=True, blank=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = DescriptorQuerySet.as_manager()
+
+    IMAGE_FIELDS = ("snapshot", "item", "wardrobe_item")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(snapshot__isnull=False, item__isnull=True, wardrobe_item__isnull=True)
+                    | Q(snapshot__isnull=True, item__isnull=False, wardrobe_item__isnull=True)
+                    | Q(snapshot__isnull=True, item__isnull=True, wardrobe_item__isnull=False)
+                ),
+                name="descriptor_describes_one_image",
+            ),
+            models.UniqueConstraint(fields=["model_version", "snapshot"], name="descriptor_unique_snapshot"),
+            models.UniqueConstraint(fields=["model_version", "item"], name="descriptor_unique_item"),
+            models.UniqueConstraint(fields=["model_version", "wardrobe_item"], name="descriptor_unique_wardrobe"),
+        ]
+
+    @property
+    def image_owner(self):
+        """The Snapshot, Item or WardrobeItem this descriptor describes."""
+        return self.snapshot or self.item or self.wardrobe_item
+
+    def __str__(self):
+        return f"{self.model_version} / {self.image_owner}: {self.status}"

@@ -1,0 +1,139 @@
+"""Importing looks into the catalogue: from a folder in the original layout or from a CSV manifest.
+
+Idempotent (a second run adds nothing), deduplicates items by the SHA-256 of their bytes, and skips a file that
+is not a readable image (reporting it by name) without losing the rest. Every new image gets a pending
+descriptor for the active model version and is queued for the workers.
+"""
+import csv
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.core.files.base import ContentFile
+from django.db import transaction
+from tqdm import tqdm
+
+from ml.images import ImageError, load_rgb
+from ml.layout import ITEM, SNAPSHOT, parse_layout_name
+from recommender.models import Category, Item, Look, LookItem, Snapshot, Style
+from recommender.services.embedding import create_pending_descriptors, queue_embedding
+from recommender.services.versions import active_version
+
+MANIFEST_COLUMNS = ("look", "role", "path", "style", "category")
+ROLES = {"snapshot": SNAPSHOT, "part": SNAPSHOT, "item": ITEM, "reco": ITEM}
+
+
+@dataclass(frozen=True)
+class ImportEntry:
+    look: str
+    role: str  # SNAPSHOT or ITEM
+    path: Path
+    style: str = ""
+    category: str = ""
+
+
+@dataclass
+class ImportReport:
+    looks: int = 0
+    snapshots: int = 0
+    items: int = 0
+    links: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def summary(self) -> str:
+        return (
+            f"added {self.looks} looks, {self.snapshots} snapshots, {self.items} items, {self.links} links; "
+            f"skipped {len(self.skipped)} files"
+        )
+
+
+def entries_from_folder(folder: Path) -> list[ImportEntry]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    entries = []
+    for path in sorted(folder.iterdir()):
+        name = parse_layout_name(path.name)
+        if name is not None:
+            entries.append(ImportEntry(look=name.look, role=name.role, path=path))
+    entries.sort(key=lambda e: (int(e.look) if e.look.isdigit() else e.look, e.role, e.path.name))
+    return entries
+
+
+def entries_from_manifest(manifest: Path, base: Path | None = None) -> list[ImportEntry]:
+    """Rows `look,role,path,style,category`; relative paths are relative to `base` (or the manifest's folder)."""
+    manifest = Path(manifest)
+    base = Path(base) if base else manifest.parent
+    with manifest.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ("look", "role", "path") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{manifest}: missing columns {', '.join(missing)} (expected {','.join(MANIFEST_COLUMNS)})")
+        entries = []
+        for line, row in enumerate(reader, start=2):
+            role = ROLES.get(row["role"].strip().lower())
+            if role is None:
+                raise ValueError(f"{manifest}:{line}: role must be snapshot or item, not {row['role']!r}")
+            path = Path(row["path"].strip())
+            entries.append(
+                ImportEntry(
+                    look=row["look"].strip(),
+                    role=role,
+                    path=path if path.is_absolute() else base / path,
+                    style=(row.get("style") or "").strip(),
+                    category=(row.get("category") or "").strip(),
+                )
+            )
+    return entries
+
+
+def import_entries(entries: list[ImportEntry], progress: bool = False) -> ImportReport:
+    report = ImportReport()
+    version = active_version()
+    new_descriptor_ids = []
+    for entry in tqdm(entries, desc="importing", unit="file", disable=not progress):
+        try:
+            data = entry.path.read_bytes()
+            load_rgb(io.BytesIO(data), name=entry.path.name)
+        except (ImageError, OSError) as error:
+            report.skipped.append((str(entry.path), str(error)))
+            continue
+        with transaction.atomic():
+            image = _store(entry, data, report)
+            if image is not None:
+                descriptor = create_pending_descriptors(version, **image)
+                new_descriptor_ids.append(descriptor.id)
+    queue_embedding(new_descriptor_ids)
+    return report
+
+
+def _store(entry: ImportEntry, data: bytes, report: ImportReport) -> dict | None:
+    """Saves one file's look, image and link; returns {kind: new image} when the image is new, else None."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    file_name = f"{sha256}{entry.path.suffix.lower()}"
+    look, created = Look.objects.get_or_create(key=entry.look)
+    report.looks += created
+    if entry.style and look.style is None:
+        look.style, _ = Style.objects.get_or_create(name=entry.style)
+        look.save(update_fields=["style"])
+
+    if entry.role == SNAPSHOT:
+        if Snapshot.objects.filter(look=look, sha256=sha256).exists():
+            return None
+        snapshot = Snapshot(look=look, sha256=sha256, original_name=entry.path.name)
+        snapshot.image.save(file_name, ContentFile(data), save=True)
+        report.snapshots += 1
+        return {"snapshot": snapshot}
+
+    item = Item.objects.filter(sha256=sha256).first()
+    new_item = item is None
+    if new_item:
+        item = Item(sha256=sha256, original_name=entry.path.name)
+        if entry.category:
+            item.category, _ = Category.objects.get_or_create(name=entry.category)
+        item.image.save(file_name, ContentFile(data), save=True)
+        report.items += 1
+    _, linked = LookItem.objects.get_or_create(look=look, item=item)
+    report.links += linked
+    return {"item": item} if new_item else None

@@ -1,0 +1,104 @@
+"""Turning images into descriptors: creating pending descriptor rows, queueing them, and (in the worker)
+computing them in batches with the version's embedder."""
+import logging
+from datetime import timedelta
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from ml.images import ImageError, load_input_array
+from recommender.embedders import get_embedder
+from recommender.models import Descriptor, ModelVersion
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 32
+
+
+def create_pending_descriptors(version: ModelVersion, **image) -> Descriptor:
+    """The descriptor row of one image (snapshot=, item= or wardrobe_item=) under `version`, pending if new."""
+    descriptor, _ = Descriptor.objects.get_or_create(model_version=version, **image)
+    return descriptor
+
+
+def queue_embedding(descriptor_ids) -> int:
+    """Sends the ids to the workers in batches, once the current transaction commits. Returns batches sent.
+
+    If Redis is down the ids stay pending in the database and `embed_pending` picks them up later.
+    """
+    from recommender.tasks import embed_descriptors
+
+    ids = sorted(set(descriptor_ids))
+    batches = [ids[i : i + BATCH_SIZE] for i in range(0, len(ids), BATCH_SIZE)]
+
+    def send():
+        for batch in batches:
+            try:
+                embed_descriptors.delay(batch)
+            except Exception as error:  # broker unreachable: the rows stay pending
+                logger.warning("could not queue %d descriptors (%s); embed_pending will retry", len(batch), error)
+                return
+
+    transaction.on_commit(send)
+    return len(batches)
+
+
+def requeue_pending(stale_after: timedelta | None = None) -> int:
+    """Re-queues failed descriptors and pending ones (only those untouched for `stale_after`, if given)."""
+    pending = Descriptor.objects.filter(status=Descriptor.Status.PENDING)
+    if stale_after is not None:
+        pending = pending.filter(updated__lt=timezone.now() - stale_after)
+    failed = Descriptor.objects.filter(status=Descriptor.Status.FAILED)
+    ids = list(pending.values_list("id", flat=True)) + list(failed.values_list("id", flat=True))
+    failed.update(status=Descriptor.Status.PENDING, error="")
+    queue_embedding(ids)
+    return len(ids)
+
+
+def _image_path(descriptor: Descriptor) -> str:
+    return descriptor.image_owner.image.path
+
+
+def compute_descriptors(descriptor_ids) -> dict:
+    """Embeds the given descriptors that are not ready yet; idempotent. Returns counts by outcome.
+
+    Unreadable images are marked failed with the error; anything else (database, model) raises so the task
+    is retried.
+    """
+    descriptors = list(
+        Descriptor.objects.filter(id__in=descriptor_ids)
+        .exclude(status=Descriptor.Status.READY)
+        .select_related("model_version", "snapshot", "item", "wardrobe_item")
+    )
+    outcome = {"ready": 0, "failed": 0}
+    by_version: dict[int, list[Descriptor]] = {}
+    for descriptor in descriptors:
+        by_version.setdefault(descriptor.model_version_id, []).append(descriptor)
+
+    for group in by_version.values():
+        embedder = get_embedder(group[0].model_version)
+        readable, arrays = [], []
+        for descriptor in group:
+            try:
+                arrays.append(load_input_array(_image_path(descriptor), embedder.input_size))
+                readable.append(descriptor)
+            except (ImageError, OSError) as error:
+                descriptor.status, descriptor.error = Descriptor.Status.FAILED, str(error)
+                descriptor.save(update_fields=["status", "error", "updated"])
+                outcome["failed"] += 1
+        if not readable:
+            continue
+        vectors = embedder.embed_batch(np.stack(arrays))
+        for descriptor, vector in zip(readable, vectors):
+            descriptor.embedding = vector
+            descriptor.status, descriptor.error = Descriptor.Status.READY, ""
+        Descriptor.objects.bulk_update(readable, ["embedding", "status", "error", "updated"])
+        outcome["ready"] += len(readable)
+    return outcome
+
+
+def mark_failed(descriptor_ids, error: str) -> None:
+    Descriptor.objects.filter(id__in=descriptor_ids).exclude(status=Descriptor.Status.READY).update(
+        status=Descriptor.Status.FAILED, error=error
+    )

@@ -1,0 +1,54 @@
+"""Model versions: which embedding model is active, and the vector indexes each version gets.
+
+Descriptor sizes differ between versions (1280 for the untrained Lite0, 512 for a trained CGD model), so the
+descriptor column is an untyped `vector` and every version gets partial HNSW indexes (cosine) on a cast to its
+own size, one per kind of image. Queries must use the same cast expression and filters to hit them
+(recommender.services.search does).
+"""
+from django.db import connection, transaction
+
+from recommender.models import ModelVersion
+
+DEFAULT_VERSION = {"name": "untrained-lite0", "spec": "untrained-lite0", "dim": 1280}
+
+# kind of image -> the Descriptor column that points at it
+IMAGE_COLUMNS = {"snapshot": "snapshot_id", "item": "item_id", "wardrobe": "wardrobe_item_id"}
+
+
+def index_name(version_id: int, kind: str) -> str:
+    return f"descriptor_v{version_id}_{kind}_hnsw"
+
+
+def create_vector_indexes(version_id: int, dim: int, schema_editor=None) -> None:
+    """Partial HNSW indexes for one version; safe to call again. Takes plain values so migrations can use it."""
+    execute = schema_editor.execute if schema_editor else connection.cursor().execute
+    for kind, column in IMAGE_COLUMNS.items():
+        execute(
+            f"CREATE INDEX IF NOT EXISTS {index_name(version_id, kind)} ON recommender_descriptor "
+            f"USING hnsw ((embedding::vector({int(dim)})) vector_cosine_ops) "
+            f"WHERE model_version_id = {int(version_id)} AND {column} IS NOT NULL"
+        )
+
+
+def active_version() -> ModelVersion:
+    version = ModelVersion.objects.filter(is_active=True).first()
+    if version is None:
+        raise ModelVersion.DoesNotExist("no active model version; run `python manage.py migrate`")
+    return version
+
+
+def register_version(name: str, spec: str, dim: int) -> ModelVersion:
+    """Registers a model version (inactive unless it is the first) with its indexes; returns it if it exists."""
+    version, created = ModelVersion.objects.get_or_create(name=name, defaults={"spec": spec, "dim": dim})
+    if created:
+        create_vector_indexes(version.id, version.dim)
+        if not ModelVersion.objects.filter(is_active=True).exists():
+            activate(version)
+    return version
+
+
+@transaction.atomic
+def activate(version: ModelVersion) -> None:
+    ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
+    version.is_active = True

@@ -1,0 +1,50 @@
+"""Celery tasks. They take ids, are idempotent (a redelivered task finds its work done) and keep their state in
+the database, so a worker that dies mid-task leaves work that is picked up again."""
+from datetime import timedelta
+
+from celery import shared_task
+from celery.signals import worker_process_init
+from django.db import InterfaceError, OperationalError
+
+from recommender.services import embedding
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    max_retries=5,
+)
+def embed_descriptors(self, descriptor_ids):
+    """Embeds a batch of descriptors; once the retries are used up, marks them failed with the error."""
+    try:
+        return embedding.compute_descriptors(descriptor_ids)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as error:
+        if self.request.retries >= self.max_retries:
+            embedding.mark_failed(descriptor_ids, f"{type(error).__name__}: {error}")
+            return {"failed": len(descriptor_ids)}
+        raise self.retry(exc=error, countdown=2 ** self.request.retries)
+
+
+@shared_task(acks_late=True)
+def embed_pending():
+    """Periodic safety net: re-queues failed descriptors and pending ones nobody touched for 10 minutes."""
+    return embedding.requeue_pending(stale_after=timedelta(minutes=10))
+
+
+@worker_process_init.connect
+def load_active_model(**_):
+    """Loads (and warms up) the active model in each worker process after the fork, not per task."""
+    from recommender.embedders import get_embedder
+    from recommender.services.versions import active_version
+
+    try:
+        get_embedder(active_version())
+    except Exception:  # the database may not be migrated yet; the first task loads it then
+        pass

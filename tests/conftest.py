@@ -1,0 +1,87 @@
+"""Fixtures shared by the suite: the real sample data, the active model version, a real Celery worker process.
+
+`make test` (fashionsite.launcher test) has already started the embedded Postgres and a Redis for the tests.
+"""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fashionsite.paths import PROJECT_ROOT
+
+SAMPLE_DIR = PROJECT_ROOT.parent / "shared" / "data" / "musinsa" / "dev"
+VAL_LOOKS = SAMPLE_DIR.parent / "val_looks.txt"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    if not SAMPLE_DIR.is_dir():
+        pytest.fail(f"the sample catalogue is missing: {SAMPLE_DIR} (tests read the real data from ../shared)")
+    return SAMPLE_DIR
+
+
+def copy_looks(sample_dir: Path, looks, target: Path) -> Path:
+    """Copies every file of the given looks from the sample data into `target` (a test's own small folder)."""
+    target.mkdir(parents=True, exist_ok=True)
+    prefixes = tuple(f"{look}_" for look in looks)
+    for path in sample_dir.iterdir():
+        if path.name.startswith(prefixes):
+            (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+@pytest.fixture
+def active_version(db):
+    """The untrained backbone as the active version (transactional tests flush the migration's row)."""
+    from recommender.services.versions import DEFAULT_VERSION, register_version
+
+    return register_version(**DEFAULT_VERSION)
+
+
+def _database_url_for_tests() -> str:
+    from django.db import connection
+
+    params = connection.settings_dict
+    host = params["OPTIONS"].get("host") or params["HOST"]
+    return f"postgresql://{params['USER']}@/{params['NAME']}?host={host}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker):
+    """A real `celery worker` process on the test database and the test Redis, stopped after the session."""
+    from fashionsite.celery import app
+    from fashionsite.launcher import worker_command
+
+    with django_db_blocker.unblock():
+        env = dict(os.environ, DATABASE_URL=_database_url_for_tests())
+    app.control.purge()
+    log_path = Path(os.environ.get("FASHIONSITE_DATA_DIR", PROJECT_ROOT / "var" / "test")) / "test-worker.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        worker_command(concurrency=1, beat=False), cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 120
+    while not (app.control.inspect(timeout=1).ping() or {}):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the Celery worker did not start; see {log_path}:\n{log_path.read_text()[-3000:]}")
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def wait_until(condition, timeout: float, message: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s: {message}")

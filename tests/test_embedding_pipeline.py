@@ -1,0 +1,83 @@
+"""The whole pipeline with real parts: import real looks, a real Celery worker embeds them with the real model
+into the real Postgres, and pgvector answers nearest-neighbour queries in the order numpy gives."""
+import numpy as np
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.test import Client
+
+from ml.embedding import load_embedder
+from recommender.models import Descriptor, Item, Snapshot
+from recommender.services.search import descriptor_of, nearest
+from tests.conftest import copy_looks, wait_until
+
+LOOKS = (0, 15, 149, 288)
+
+
+@pytest.fixture
+def embedded_catalogue(sample_dir, tmp_path, transactional_db, active_version, celery_worker_process):
+    folder = copy_looks(sample_dir, LOOKS, tmp_path / "looks")
+    call_command("import_looks", str(folder), verbosity=0)
+    total = Descriptor.objects.count()
+    assert total == Snapshot.objects.count() + Item.objects.count() > 0
+    wait_until(
+        lambda: Descriptor.objects.filter(status=Descriptor.Status.READY).count() == total,
+        timeout=300,
+        message="the worker embeds every imported image",
+    )
+    return folder
+
+
+def test_worker_embeds_with_the_real_model(embedded_catalogue, active_version):
+    embedder = load_embedder(active_version.spec, settings.MODEL_CACHE_DIR)
+    snapshot = Snapshot.objects.first()
+    _, vectors, errors = embedder.embed_files([snapshot.image.path])
+    assert not errors
+    stored = descriptor_of("snapshot", snapshot.id)
+    assert stored.shape == (active_version.dim,)
+    np.testing.assert_allclose(stored, vectors[0], atol=1e-4)
+
+
+def test_vector_query_orders_items_as_numpy_does(embedded_catalogue, active_version):
+    snapshot = Snapshot.objects.first()
+    query = descriptor_of("snapshot", snapshot.id)
+    items = list(Item.objects.order_by("id"))
+    matrix = np.stack([descriptor_of("item", item.id) for item in items])
+    similarities = matrix @ query / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query))
+    expected = [items[i].id for i in np.argsort(-similarities, kind="stable")]
+
+    matches = nearest(query, "item", k=len(items))
+
+    assert [m.id for m in matches] == expected
+    np.testing.assert_allclose([m.score for m in matches], np.sort(similarities)[::-1], atol=1e-5)
+    assert len(nearest(query, "item", k=6)) == 6
+
+
+def test_healthz_reports_the_catalogue(embedded_catalogue, active_version):
+    response = Client().get("/healthz")
+    assert response.status_code == 200
+    report = response.json()
+    assert report["database"] == "ok" and report["redis"] == "ok"
+    assert report["workers"] >= 1
+    assert report["model"]["active"] == active_version.name
+    catalogue = report["catalogue"]
+    assert catalogue["looks"] == len(LOOKS)
+    assert catalogue["embedded"] == Snapshot.objects.count() + Item.objects.count()
+    assert catalogue["pending"] == catalogue["failed"] == 0
+
+
+def test_a_corrupt_stored_image_fails_with_its_error(embedded_catalogue, active_version):
+    """An image that became unreadable after import is marked failed with the error, not retried forever."""
+    item = Item.objects.first()
+    descriptor = Descriptor.objects.get(item=item)
+    descriptor.status = Descriptor.Status.PENDING
+    descriptor.save()
+    with open(item.image.path, "wb") as handle:
+        handle.write(b"garbage")
+    call_command("embed_pending", verbosity=0)
+    wait_until(
+        lambda: Descriptor.objects.get(pk=descriptor.pk).status == Descriptor.Status.FAILED,
+        timeout=60,
+        message="the corrupt image is marked failed",
+    )
+    assert Descriptor.objects.get(pk=descriptor.pk).error

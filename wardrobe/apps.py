@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class WardrobeConfig(AppConfig):
+    name = "wardrobe"
+    verbose_name = "Users' wardrobes"
