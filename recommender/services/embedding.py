@@ -3,11 +3,9 @@ computing them in batches with the version's embedder."""
 import logging
 from datetime import timedelta
 
-import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from ml.images import ImageError, load_input_array
 from recommender.embedders import get_embedder
 from recommender.models import Descriptor, ModelVersion
 
@@ -56,10 +54,6 @@ def requeue_pending(stale_after: timedelta | None = None) -> int:
     return len(ids)
 
 
-def _image_path(descriptor: Descriptor) -> str:
-    return descriptor.image_owner.image.path
-
-
 def compute_descriptors(descriptor_ids) -> dict:
     """Embeds the given descriptors that are not ready yet; idempotent. Returns counts by outcome.
 
@@ -78,23 +72,24 @@ def compute_descriptors(descriptor_ids) -> dict:
 
     for group in by_version.values():
         embedder = get_embedder(group[0].model_version)
-        readable, arrays = [], []
-        for descriptor in group:
-            try:
-                arrays.append(load_input_array(_image_path(descriptor), embedder.input_size))
-                readable.append(descriptor)
-            except (ImageError, OSError) as error:
-                descriptor.status, descriptor.error = Descriptor.Status.FAILED, str(error)
-                descriptor.save(update_fields=["status", "error", "updated"])
-                outcome["failed"] += 1
-        if not readable:
-            continue
-        vectors = embedder.embed_batch(np.stack(arrays))
-        for descriptor, vector in zip(readable, vectors):
-            descriptor.embedding = vector
-            descriptor.status, descriptor.error = Descriptor.Status.READY, ""
-        Descriptor.objects.bulk_update(readable, ["embedding", "status", "error", "updated"])
-        outcome["ready"] += len(readable)
+        by_path = {descriptor.image_owner.image.path: descriptor for descriptor in group}
+        ok_paths, vectors, errors = embedder.embed_files(list(by_path), batch_size=BATCH_SIZE)
+        ready = []
+        for path, vector in zip(ok_paths, vectors):
+            descriptor = by_path[path]
+            descriptor.embedding, descriptor.status, descriptor.error = vector, Descriptor.Status.READY, ""
+            ready.append(descriptor)
+        failed = []
+        for path, message in errors.items():
+            descriptor = by_path[path]
+            descriptor.status, descriptor.error = Descriptor.Status.FAILED, message
+            failed.append(descriptor)
+        now = timezone.now()  # bulk_update skips auto_now
+        for descriptor in ready + failed:
+            descriptor.updated = now
+        Descriptor.objects.bulk_update(ready + failed, ["embedding", "status", "error", "updated"])
+        outcome["ready"] += len(ready)
+        outcome["failed"] += len(failed)
     return outcome
 
 
