@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.utils.html import format_html
 
-from recommender.models import Category, Descriptor, Item, Look, ModelVersion, Snapshot, Style
+from django.contrib import messages
+
+from recommender.models import Category, Descriptor, Item, Look, ModelVersion, ReembedJob, Snapshot, Style
+from recommender.services.reembedding import start_reembedding
 
 
 def thumbnail(image_field):
@@ -40,6 +43,21 @@ class ItemAdmin(admin.ModelAdmin):
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ("name", "spec", "dim", "is_active", "created")
+    actions = ["reembed"]
+
+    @admin.action(description="Re-embed the whole database with this version, then switch to it")
+    def reembed(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one model version.", messages.ERROR)
+            return
+        job = start_reembedding(queryset.get())
+        self.message_user(request, f"Started: {job}. Progress shows under Re-embed jobs.")
+
+
+@admin.register(ReembedJob)
+class ReembedJobAdmin(admin.ModelAdmin):
+    list_display = ("id", "model_version", "state", "done", "failed", "total", "created", "finished")
+    readonly_fields = list_display + ("error",)
 
 
 @admin.register(Descriptor)

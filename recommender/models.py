@@ -150,3 +150,28 @@ class Descriptor(models.Model):
 
     def __str__(self):
         return f"{self.model_version} / {self.image_owner}: {self.status}"
+
+
+class ReembedJob(models.Model):
+    """Re-embedding the whole database with one model version; the version becomes active only when every
+    image has its new descriptor (until then queries keep using the old version)."""
+
+    class State(models.TextChoices):
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="reembed_jobs")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING, db_index=True)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"re-embed with {self.model_version}: {self.state} ({self.done}/{self.total})"

@@ -48,3 +48,15 @@ def load_active_model(**_):
         get_embedder(active_version())
     except Exception:  # the database may not be migrated yet; the first task loads it then
         pass
+
+
+@shared_task(acks_late=True, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=None)
+def check_reembedding(job_id):
+    """Polls a re-embedding job until it is done or failed; switches the active version when complete."""
+    from recommender.models import ReembedJob
+    from recommender.services.reembedding import finish_if_complete
+
+    job = finish_if_complete(job_id)
+    if job.state == ReembedJob.State.RUNNING:
+        check_reembedding.apply_async((job_id,), countdown=2)
+    return job.state

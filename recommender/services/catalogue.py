@@ -2,7 +2,7 @@
 
 Idempotent (a second run adds nothing), deduplicates items by the SHA-256 of their bytes, and skips a file that
 is not a readable image (reporting it by name) without losing the rest. Every new image gets a pending
-descriptor for the active model version and is queued for the workers.
+descriptor for the active model version (and any version being re-embedded) and is queued for the workers.
 """
 import csv
 import hashlib
@@ -18,7 +18,7 @@ from ml.images import ImageError, load_rgb
 from ml.layout import ITEM, SNAPSHOT, parse_layout_name
 from recommender.models import Category, Item, Look, LookItem, Snapshot, Style
 from recommender.services.embedding import create_pending_descriptors, queue_embedding
-from recommender.services.versions import active_version
+from recommender.services.reembedding import versions_receiving_new_images
 
 MANIFEST_COLUMNS = ("look", "role", "path", "style", "category")
 ROLES = {"snapshot": SNAPSHOT, "part": SNAPSHOT, "item": ITEM, "reco": ITEM}
@@ -90,7 +90,7 @@ def entries_from_manifest(manifest: Path, base: Path | None = None) -> list[Impo
 
 def import_entries(entries: list[ImportEntry], progress: bool = False) -> ImportReport:
     report = ImportReport()
-    version = active_version()
+    versions = versions_receiving_new_images()
     new_descriptor_ids = []
     for entry in tqdm(entries, desc="importing", unit="file", disable=not progress):
         try:
@@ -102,8 +102,8 @@ def import_entries(entries: list[ImportEntry], progress: bool = False) -> Import
         with transaction.atomic():
             image = _store(entry, data, report)
             if image is not None:
-                descriptor = create_pending_descriptors(version, **image)
-                new_descriptor_ids.append(descriptor.id)
+                for version in versions:
+                    new_descriptor_ids.append(create_pending_descriptors(version, **image).id)
     queue_embedding(new_descriptor_ids)
     return report
 

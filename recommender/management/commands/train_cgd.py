@@ -1,0 +1,79 @@
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from ml.evaluation.dataset import LookDataset, read_look_ids
+from ml.training.trainer import TrainConfig, train_with_selection
+
+
+class Command(BaseCommand):
+    help = (
+        "Trains the CGD head (frozen ImageNet EfficientNet-Lite, cached feature maps) on the looks of a data "
+        "folder and writes a model directory (model.keras + card.json). Without --val-looks the number of "
+        "epochs and the post-processing are chosen on an inner split (a fifth of the training looks), then the "
+        "model is trained on all training looks. Uses no database."
+    )
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument("--data", type=Path, required=True, help="folder in the original layout")
+        parser.add_argument("--out", type=Path, required=True, help="model directory to write")
+        parser.add_argument("--val-looks", type=Path, help="validation look ids (early stopping, settings)")
+        parser.add_argument("--test-looks", type=Path, help="look ids excluded from everything")
+        parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum epochs")
+        parser.add_argument("--batch-size", type=int, default=TrainConfig.P * TrainConfig.K,
+                            help="P*K images per batch (K=%d images per look)" % TrainConfig.K)
+        parser.add_argument("--backbone", default="lite0", choices=["lite0", "lite2"])
+        parser.add_argument("--loss", default=TrainConfig.loss,
+                            help="arcface+classification, multi_positive, arcface, ... ('+' combines)")
+        parser.add_argument("--views", type=int, default=TrainConfig.views, help="augmentation views per image")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+
+    def handle(self, data, out, val_looks, test_looks, epochs, batch_size, backbone, loss, views, seed, resume,
+               **options):
+        from ml.losses import LOSSES
+
+        if epochs < 1:
+            raise CommandError("--epochs must be at least 1")
+        if batch_size < 2:
+            raise CommandError("--batch-size must be at least 2")
+        if views < 1:
+            raise CommandError("--views must be at least 1")
+        parts = loss.split("+")
+        if loss not in LOSSES and not all(p in LOSSES for p in parts):
+            raise CommandError(f"unknown loss {loss!r}; known: {', '.join(sorted(LOSSES))}")
+        try:
+            dataset = LookDataset.from_folder(data)
+        except (FileNotFoundError, ValueError) as error:
+            raise CommandError(str(error))
+        try:
+            test = read_look_ids(test_looks, dataset) if test_looks else set()
+            val = read_look_ids(val_looks, dataset) if val_looks else None
+        except (OSError, ValueError) as error:
+            raise CommandError(str(error))
+        if val and test and val & test:
+            raise CommandError("--val-looks and --test-looks share looks: "
+                               + ", ".join(map(str, sorted(val & test))))
+        training = set(dataset.looks) - test - (val or set())
+        if len([i for i in training if dataset.looks[i].items or dataset.looks[i].snapshots]) < 2:
+            raise CommandError("fewer than 2 training looks left after excluding test/validation looks")
+        K = 4 if batch_size >= 8 else 2
+        P = max(1, batch_size // K)
+        n_train = len(training) if val else len(training) - max(1, round(len(training) * 0.2))
+        P = min(P, max(1, n_train))
+        config = TrainConfig(backbone=backbone, epochs=epochs, P=P, K=K, loss=loss, views=views, seed=seed)
+        cache_dir = Path(settings.MODEL_CACHE_DIR) / "features"
+        verbose = options.get("verbosity", 1) > 0
+        try:
+            card = train_with_selection(dataset, out, cache_dir, config, test_look_ids=test,
+                                        val_look_ids=val, resume=resume, progress=verbose,
+                                        log=(lambda m: self.stdout.write(m)) if verbose else (lambda m: None))
+        except (FileNotFoundError, ValueError) as error:
+            raise CommandError(str(error))
+        skipped = card.get("skipped_images") or []
+        for name in skipped:
+            self.stderr.write(f"skipped {name}")
+        self.stdout.write(f"model written to {out} ({card['epochs_trained']} epochs, "
+                          f"{card['train_seconds']} s); post-processing {card['postprocessing']}")
