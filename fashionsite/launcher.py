@@ -141,7 +141,10 @@ def run() -> int:
         manage("collectstatic", "--no-input", "-v", "0")
         port = os.environ.get("PORT", "8000")
         services.spawn("worker", worker_command())
-        services.spawn("web", [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"])
+        services.spawn(
+            "web", [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+            env=dict(os.environ, FASHIONSITE_WARM_MODEL="1"),
+        )
         import_sample_catalogue_once(services)
         log(f"the platform is up at http://127.0.0.1:{port}/ (health: /healthz); Ctrl-C stops it")
         while not stopping:

@@ -1,6 +1,29 @@
+import os
+import threading
+
 from django.apps import AppConfig
 
 
 class RecommenderConfig(AppConfig):
     name = "recommender"
     verbose_name = "Catalogue and recommendations"
+
+    def ready(self):
+        # The web server (started with FASHIONSITE_WARM_MODEL=1 by the launcher) loads and warms the active
+        # model once at start, so the first search does not pay for it. Never at import in other processes:
+        # TensorFlow must not be loaded before a fork.
+        if os.environ.get("FASHIONSITE_WARM_MODEL") == "1":
+            threading.Thread(target=warm_up_active_model, name="warm-model", daemon=True).start()
+
+
+def warm_up_active_model():
+    import numpy as np
+
+    from recommender.embedders import get_embedder
+    from recommender.services.versions import active_version
+
+    try:
+        embedder = get_embedder(active_version())
+        embedder.embed_batch(np.zeros((1, embedder.input_size, embedder.input_size, 3), np.float32))
+    except Exception:  # not migrated yet: the first search loads it
+        pass

@@ -9,7 +9,7 @@ import numpy as np
 from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, VectorField
 
-from recommender.models import Descriptor, ModelVersion
+from recommender.models import Descriptor, Item, Look, ModelVersion, Snapshot
 from recommender.services.versions import active_version
 
 
@@ -51,3 +51,54 @@ def descriptor_of(kind: str, image_id: int, version: ModelVersion | None = None)
         model_version=version, status=Descriptor.Status.READY, **{f"{kind}_id": image_id}
     ).values_list("embedding", flat=True).first()
     return None if row is None else np.asarray(row, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    item: "Item"
+    score: float
+
+
+@dataclass(frozen=True)
+class LookResult:
+    look: "Look"
+    snapshot: "Snapshot"  # the look's snapshot closest to the query
+    score: float
+
+
+def embed_query(image) -> np.ndarray:
+    """The active version's descriptor of a query image (a normalised RGB PIL image), in this process."""
+    from ml.images import to_input_array
+    from recommender.embedders import get_embedder
+
+    version = active_version()
+    embedder = get_embedder(version)
+    return embedder.embed_batch(to_input_array(image, embedder.input_size)[None])[0]
+
+
+def search_items(image, k: int = 6, category: str | None = None) -> list[ItemResult]:
+    """Snapshot -> items: the k catalogue items that go with the snapshot, optionally of one category."""
+    filters = {"item__category__name": category} if category else {}
+    matches = nearest(embed_query(image), "item", k=k, **filters)
+    items = Item.objects.select_related("category").in_bulk([m.id for m in matches])
+    return [ItemResult(item=items[m.id], score=m.score) for m in matches]
+
+
+def search_looks(image, k: int = 6, style: str | None = None) -> list[LookResult]:
+    """Item -> looks: the k looks (each through its closest snapshot) that suit the item, optionally of a style."""
+    filters = {"snapshot__look__style__name": style} if style else {}
+    vector = embed_query(image)
+    results, seen = [], set()
+    fetch = k * 3
+    while True:
+        matches = nearest(vector, "snapshot", k=fetch, **filters)
+        snapshots = Snapshot.objects.select_related("look", "look__style").in_bulk([m.id for m in matches])
+        results, seen = [], set()
+        for match in matches:
+            snapshot = snapshots[match.id]
+            if snapshot.look_id not in seen:
+                seen.add(snapshot.look_id)
+                results.append(LookResult(look=snapshot.look, snapshot=snapshot, score=match.score))
+        if len(results) >= k or len(matches) < fetch:
+            return results[:k]
+        fetch *= 2

@@ -26,7 +26,7 @@ class Command(BaseCommand):
 
     def handle(self, data, test_looks, untrained, model, backbone, rankings, json, **options):
         if model is not None:
-            raise CommandError("--model needs a trained model; training is not part of this version yet")
+            return self.handle_model(data, test_looks, model, rankings, json, options)
         method = "untrained"
         spec = f"untrained-{backbone}"
         try:
@@ -37,6 +37,41 @@ class Command(BaseCommand):
             )
         except (FileNotFoundError, ValueError) as error:
             raise CommandError(str(error))
+        self.stdout.write(format_table({method: result.metrics}))
+        for direction, values in result.metrics.items():
+            self.stdout.write(f"{direction}: {values}")
+
+    def handle_model(self, data, test_looks, model, rankings, json, options):
+        """A trained model directory: its descriptors, ranked with the scoring of ml.retrieval (the card's
+        post-processing; look transfer through the links of the looks of DATA that are not test looks)."""
+        from ml.embedding import CGDEmbedder, ModelDirError
+        from ml.evaluation.dataset import read_look_ids
+        from ml.evaluation.pipeline import embed_dataset
+        from ml.retrieval.ranker import ScoringRanker
+        from ml.retrieval.scoring import ScoringSettings
+
+        try:
+            embedder = CGDEmbedder(model)
+        except ModelDirError as error:
+            raise CommandError(str(error))
+        post = ScoringSettings.from_dict(embedder.postprocessing)
+        method = f"trained ({model.name})"
+        progress = options["verbosity"] > 0
+
+        def factory(dataset):
+            test = read_look_ids(test_looks, dataset)
+            excluded = set(embedder.card.get("excluded_test_looks") or [])
+            if not test <= excluded:
+                self.stderr.write(f"warning: the model was not trained with these test looks excluded "
+                                  f"({len(test - excluded)} of them may have been trained on)")
+            known = set(dataset.looks) - test
+            return ScoringRanker(embed_dataset(dataset, embedder, progress=progress), dataset, known, post)
+
+        try:
+            result = run_evaluation(data, test_looks, factory, rankings_out=rankings, json_out=json, method=method)
+        except (FileNotFoundError, ValueError) as error:
+            raise CommandError(str(error))
+        self.stdout.write(f"post-processing: {post.to_dict()}")
         self.stdout.write(format_table({method: result.metrics}))
         for direction, values in result.metrics.items():
             self.stdout.write(f"{direction}: {values}")
