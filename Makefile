@@ -22,6 +22,7 @@ $(STAMP): requirements.txt
 # Debian packages the services and browser tests need, installed only when missing.
 system-packages:
 	@command -v redis-server >/dev/null || { apt-get update -q && apt-get install -y -q redis-server; }
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 
 bench: deps system-packages
 	$(PY) bench/embedding_throughput.py

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from recommender.embedders import get_embedder
 from recommender.models import Descriptor, ModelVersion
+from recommender.signals import descriptors_ready
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def compute_descriptors(descriptor_ids) -> dict:
             descriptor.updated = now
         Descriptor.objects.bulk_update(ready + failed, ["embedding", "status", "error", "updated"])
         outcome["ready"] += len(ready)
+        if ready:
+            descriptors_ready.send(sender=Descriptor, descriptors=ready)
         outcome["failed"] += len(failed)
     return outcome
 
