@@ -9,6 +9,7 @@ unless something already answers at REDIS_URL. Services that were already runnin
 Imports nothing from Django: it runs before the database exists.
 """
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -102,26 +103,36 @@ def manage(*args: str) -> None:
     subprocess.run([PYTHON, "manage.py", *args], cwd=PROJECT_ROOT, check=True)
 
 
-def worker_command(concurrency: int = 1, beat: bool = True) -> list[str]:
+def worker_command(concurrency: int = 1, beat: bool = True, queue: str = "celery") -> list[str]:
     """The Celery worker: prefork, with the model loaded in each child after the fork (recommender.tasks)."""
-    args = [PYTHON, "-m", "celery", "-A", "fashionsite", "worker", "--loglevel", "INFO"]
-    args += ["--concurrency", str(concurrency), "--without-gossip", "--without-mingle"]
+    args = [PYTHON, "-m", "celery", "-A", "fashionsite", "worker", "--loglevel", "INFO", "--queues", queue]
+    args += ["--hostname", f"{queue}@%h", "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"]
     if beat:
         args += ["--beat", "--schedule", str(data_dir() / "celerybeat-schedule")]
     return args
 
 
-def import_sample_catalogue_once(services: Services) -> None:
+SAMPLE_MANIFEST = PROJECT_ROOT / "data" / "labels" / "musinsa_manifest.csv"
+
+
+def set_up_catalogue(services: Services) -> None:
+    """On the first start, imports the sample catalogue (with its hand-labelled styles and categories when the
+    folder is the sample one); on every start, queues the background training if no trained model exists."""
+    steps = []
     marker = data_dir() / ".sample-catalogue-imported"
-    if marker.exists():
-        return
     folder = sample_catalogue_dir()
-    if not folder.is_dir():
-        log(f"no sample catalogue at {folder}: starting with an empty catalogue (set SAMPLE_CATALOGUE to import one)")
-        return
-    log(f"first start: importing the sample catalogue from {folder}")
-    marker.write_text(str(folder))
-    services.spawn("import", [PYTHON, "manage.py", "import_looks", str(folder)])
+    if not marker.exists():
+        if folder.is_dir():
+            log(f"first start: importing the sample catalogue from {folder}")
+            marker.write_text(str(folder))
+            sample = "SAMPLE_CATALOGUE" not in os.environ and SAMPLE_MANIFEST.exists()
+            manifest = ["--manifest", str(SAMPLE_MANIFEST)] if sample else []
+            steps.append([PYTHON, "manage.py", "import_looks", str(folder), *manifest])
+        else:
+            log(f"no sample catalogue at {folder}: starting with an empty catalogue (set SAMPLE_CATALOGUE)")
+    steps.append([PYTHON, "manage.py", "ensure_trained_model"])
+    script = " && ".join(" ".join(shlex.quote(arg) for arg in step) for step in steps)
+    services.spawn("catalogue set-up", ["bash", "-c", script])
 
 
 def run() -> int:
@@ -141,15 +152,16 @@ def run() -> int:
         manage("collectstatic", "--no-input", "-v", "0")
         port = os.environ.get("PORT", "8000")
         services.spawn("worker", worker_command())
+        services.spawn("training worker", worker_command(beat=False, queue="training"))
         services.spawn(
             "web", [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
             env=dict(os.environ, FASHIONSITE_WARM_MODEL="1"),
         )
-        import_sample_catalogue_once(services)
+        set_up_catalogue(services)
         log(f"the platform is up at http://127.0.0.1:{port}/ (health: /healthz); Ctrl-C stops it")
         while not stopping:
             for name, process in services.processes:
-                if name != "import" and process.poll() is not None:
+                if name != "catalogue set-up" and process.poll() is not None:
                     log(f"{name} exited with {process.returncode}; stopping")
                     return 1
             time.sleep(0.5)

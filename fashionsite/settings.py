@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "recommender",
     "wardrobe",
 ]
@@ -64,8 +65,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "/media/"
 MEDIA_ROOT = DATA_DIR / "media"
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "wardrobe"
+LOGOUT_REDIRECT_URL = "search"
 
 # Converted ImageNet weights and trained models (see ml/).
 MODEL_CACHE_DIR = DATA_DIR / "models"
@@ -78,6 +84,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Training runs in its own worker process so that embedding uploads never waits behind it.
+CELERY_TASK_ROUTES = {"recommender.tasks.train_catalogue_model": {"queue": "training"}}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     # Nothing is lost if the worker or Redis was down when an image arrived: pending work is re-queued.
@@ -86,6 +94,29 @@ CELERY_BEAT_SCHEDULE = {
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Token first, so an anonymous request gets 401 with a WWW-Authenticate header.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Search is open to anonymous users: "search_anon" per client address, "search" per user or address.
+    "DEFAULT_THROTTLE_RATES": {
+        "search_anon": os.environ.get("FASHIONSITE_SEARCH_ANON_RATE", "60/minute"),
+        "search": os.environ.get("FASHIONSITE_SEARCH_RATE", "300/minute"),
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "fashionsite API",
+    "DESCRIPTION": "Snapshot-to-items and item-to-looks search, wardrobes, outfit suggestions, re-embedding.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and ReDoc from the drf-spectacular-sidecar package: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

@@ -175,3 +175,26 @@ class ReembedJob(models.Model):
 
     def __str__(self):
         return f"re-embed with {self.model_version}: {self.state} ({self.done}/{self.total})"
+
+
+class TrainingJob(models.Model):
+    """Training a CGD model on the catalogue in the background (first start), then re-embedding with it."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        REEMBEDDING = "re-embedding"
+        DONE = "done"
+        FAILED = "failed"
+
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    message = models.TextField(blank=True, help_text="The trainer's latest progress line, or the error.")
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL)
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"training job {self.pk}: {self.state}"

@@ -60,3 +60,25 @@ def check_reembedding(job_id):
     if job.state == ReembedJob.State.RUNNING:
         check_reembedding.apply_async((job_id,), countdown=2)
     return job.state
+
+
+@shared_task(bind=True, acks_late=True)
+def train_catalogue_model(self, job_id):
+    """The first start's background training (on the "training" queue, its own worker process)."""
+    from recommender.models import Descriptor, TrainingJob
+    from recommender.services import training
+
+    job = TrainingJob.objects.get(pk=job_id)
+    if job.state not in (TrainingJob.State.QUEUED, TrainingJob.State.RUNNING):
+        return job.state  # done already: a redelivered task does nothing
+    if Descriptor.objects.for_active_version().filter(status=Descriptor.Status.PENDING).exists():
+        # let the catalogue finish embedding first: both share the 2 cores
+        raise self.retry(countdown=30, max_retries=None)
+    try:
+        training.train_catalogue_model(job)
+    except Exception as error:
+        job.refresh_from_db()
+        job.state, job.message = TrainingJob.State.FAILED, f"{type(error).__name__}: {error}"
+        job.save(update_fields=["state", "message"])
+        raise
+    return TrainingJob.State.REEMBEDDING

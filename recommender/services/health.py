@@ -4,7 +4,8 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Q
 
-from recommender.models import Descriptor, Item, Look, ModelVersion, Snapshot
+from recommender.models import Descriptor, Item, Look, ModelVersion, ReembedJob, Snapshot, TrainingJob
+from recommender.services.training import refresh_training_job
 
 
 def _database() -> str:
@@ -42,6 +43,20 @@ def _model() -> dict:
     }
 
 
+def _jobs() -> dict:
+    training = TrainingJob.objects.first()
+    reembed = ReembedJob.objects.first()
+    if training is not None:
+        training = refresh_training_job(training)
+    return {
+        "training": training and {"id": training.id, "state": training.state, "message": training.message},
+        "reembedding": reembed and {
+            "id": reembed.id, "version": reembed.model_version.name, "state": reembed.state,
+            "done": reembed.done, "total": reembed.total,
+        },
+    }
+
+
 def _catalogue() -> dict:
     counts = Descriptor.objects.for_active_version().aggregate(
         embedded=Count("id", filter=Q(status=Descriptor.Status.READY)),
@@ -64,4 +79,5 @@ def health_report() -> tuple[dict, bool]:
     if report["database"] == "ok":
         report["model"] = _model()
         report["catalogue"] = _catalogue()
+        report["jobs"] = _jobs()
     return report, healthy

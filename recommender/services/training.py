@@ -1,0 +1,85 @@
+"""Training a CGD model on the platform's own catalogue (the first start's background job).
+
+The catalogue is exported as a folder of links in the original layout, so the training is exactly
+`manage.py train_cgd` (ml.training.trainer.train_with_selection) on what the platform holds; the trained model
+is then registered and the whole database re-embedded with it (recommender.services.reembedding), and until
+that finishes the platform keeps serving the version it had.
+"""
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from recommender.models import Look, ModelVersion, TrainingJob
+from recommender.services.reembedding import start_reembedding
+from recommender.services.versions import register_version
+
+MIN_LOOKS_TO_TRAIN = 10
+
+
+def trained_versions():
+    return ModelVersion.objects.exclude(spec__startswith="untrained-")
+
+
+def needs_initial_training() -> bool:
+    """No trained model registered, none being trained, and a catalogue worth training on."""
+    busy = TrainingJob.objects.filter(
+        state__in=[TrainingJob.State.QUEUED, TrainingJob.State.RUNNING, TrainingJob.State.REEMBEDDING]
+    )
+    return not trained_versions().exists() and not busy.exists() and Look.objects.count() >= MIN_LOOKS_TO_TRAIN
+
+
+def export_catalogue(target: Path) -> Path:
+    """Links every look's snapshots and items into `target` as {look id}_{k}_part/reco files."""
+    target.mkdir(parents=True, exist_ok=True)
+    for look in Look.objects.prefetch_related("snapshots", "items"):
+        for k, snapshot in enumerate(look.snapshots.all()):
+            os.symlink(snapshot.image.path, target / f"{look.pk}_{k}_part{Path(snapshot.image.name).suffix}")
+        for k, item in enumerate(look.items.all()):
+            os.symlink(item.image.path, target / f"{look.pk}_{k}_reco{Path(item.image.name).suffix}")
+    return target
+
+
+def train_catalogue_model(job: TrainingJob, config=None) -> ModelVersion:
+    """Trains on the catalogue, registers the model and starts re-embedding with it. Updates `job` throughout."""
+    from ml.evaluation.dataset import LookDataset
+    from ml.training.trainer import TrainConfig, train_with_selection
+
+    def log(line: str):
+        TrainingJob.objects.filter(pk=job.pk).update(message=str(line)[:2000])
+
+    job.state, job.message = TrainingJob.State.RUNNING, "exporting the catalogue"
+    job.save(update_fields=["state", "message"])
+    work = Path(tempfile.mkdtemp(prefix="train-", dir=settings.DATA_DIR))
+    try:
+        dataset = LookDataset.from_folder(export_catalogue(work / "catalogue"))
+        model_dir = Path(settings.MODEL_CACHE_DIR) / "versions" / f"cgd-catalogue-job{job.pk}"
+        card = train_with_selection(
+            dataset, model_dir, Path(settings.MODEL_CACHE_DIR) / "features", config or TrainConfig(),
+            progress=False, log=log,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    version = register_version(model_dir.name, str(model_dir), int(card["descriptor_dim"]))
+    job.model_version, job.state = version, TrainingJob.State.REEMBEDDING
+    job.message = f"trained ({card.get('epochs_trained')} epochs); re-embedding the database"
+    job.save(update_fields=["model_version", "state", "message"])
+    start_reembedding(version)
+    return version
+
+
+def refresh_training_job(job: TrainingJob) -> TrainingJob:
+    """A job re-embedding is done when its version is active (or failed when its re-embedding failed)."""
+    if job.state == TrainingJob.State.REEMBEDDING and job.model_version is not None:
+        last = job.model_version.reembed_jobs.first()
+        if job.model_version.is_active:
+            job.state, job.finished, job.message = TrainingJob.State.DONE, timezone.now(), "serving the trained model"
+            job.save(update_fields=["state", "finished", "message"])
+        elif last is not None and last.state == last.State.FAILED:
+            job.state, job.finished, job.message = TrainingJob.State.FAILED, timezone.now(), last.error
+            job.save(update_fields=["state", "finished", "message"])
+    return job
