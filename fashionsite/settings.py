@@ -82,6 +82,9 @@ CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Each pool process loads the model after the fork, before it reports ready; Celery's default 4 s wait for that
+# is too short on 2 busy cores and would kill every replacement process in a loop.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = 120
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Training runs in its own worker process so that embedding uploads never waits behind it.
