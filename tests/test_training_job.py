@@ -1,11 +1,17 @@
 """The first start's background training: trains on the platform's own catalogue, registers the model,
 re-embeds every image with it through the real worker, and only then serves it."""
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 from django.core.management import call_command
 
 from ml.training.trainer import TrainConfig
-from recommender.models import Descriptor, Item, Snapshot, TrainingJob
-from recommender.services import training, versions
+from ml.images import load_rgb
+from ml.retrieval.scoring import ScoringSettings, score_matrix
+from recommender.models import Descriptor, Item, LookItem, Snapshot, TrainingJob
+from recommender.services import search, training, versions
 from recommender.services.training import refresh_training_job
 from tests.conftest import copy_looks, wait_until
 
@@ -34,6 +40,41 @@ def test_initial_training_then_switch(catalogue, active_version):
     assert versions.active_version() == version
     images = Snapshot.objects.count() + Item.objects.count()
     assert Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY).count() == images
+
+
+def test_platform_search_scores_as_the_evaluation_does(catalogue, active_version, sample_dir):
+    """search_items (pgvector candidates + ml scoring) ranks exactly as score_matrix over the whole catalogue,
+    with look transfer and the popularity prior switched on in the model card."""
+    job = TrainingJob.objects.create()
+    version = training.train_catalogue_model(job, config=TINY)
+    card_path = Path(version.spec) / "card.json"
+    card = json.loads(card_path.read_text())
+    card["postprocessing"].update(lt_weight=0.5, lt_top_k=5, lt_reduce="weighted", pop_weight=0.1, qe=False, dba=False)
+    card_path.write_text(json.dumps(card))
+    wait_until(lambda: refresh_training_job(TrainingJob.objects.get(pk=job.pk)).state == TrainingJob.State.DONE,
+               timeout=300, message="the trained model is served")
+
+    query_path = sample_dir / "149_0_part.jpg"
+    results = search.search_items(load_rgb(query_path), k=6)
+
+    settings = ScoringSettings.from_dict(card["postprocessing"])
+    items = list(Item.objects.order_by("id"))
+    snapshots = list(Snapshot.objects.order_by("id"))
+    links = np.array([[float(LookItem.objects.filter(look=s.look, item=i).exists()) for i in items] for s in snapshots])
+    popularity = np.array([LookItem.objects.filter(item=i).count() for i in items], np.float32)
+    query = search.embed_query(load_rgb(query_path))
+    expected = score_matrix(
+        query[None], np.stack([search.descriptor_of("item", i.id) for i in items]), settings,
+        known_snapshot_vecs=np.stack([search.descriptor_of("snapshot", s.id) for s in snapshots]),
+        known_links=links, item_popularity=popularity,
+    )[0]
+    order = np.argsort(-expected, kind="stable")[:6]
+    assert [r.item.id for r in results] == [items[i].id for i in order]
+    np.testing.assert_allclose([r.score for r in results], expected[order], atol=1e-5)
+    # and look transfer is really on: without it the scores differ
+    plain = ScoringSettings.from_dict({**card["postprocessing"], "lt_weight": 0.0, "pop_weight": 0.0})
+    direct = score_matrix(query[None], np.stack([search.descriptor_of("item", i.id) for i in items]), plain)[0]
+    assert not np.allclose(direct[order], expected[order], atol=1e-3)
 
 
 def test_no_training_without_a_catalogue(transactional_db, active_version):

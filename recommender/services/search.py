@@ -6,10 +6,11 @@ the index serves it once the catalogue is large enough for the planner to prefer
 from dataclasses import dataclass
 
 import numpy as np
+from django.db.models import Count
 from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, VectorField
 
-from recommender.models import Descriptor, Item, Look, ModelVersion, Snapshot
+from recommender.models import Descriptor, Item, Look, LookItem, ModelVersion, Snapshot
 from recommender.services.versions import active_version
 
 
@@ -76,12 +77,68 @@ def embed_query(image) -> np.ndarray:
     return embedder.embed_batch(to_input_array(image, embedder.input_size)[None])[0]
 
 
+def scoring_settings(version: ModelVersion):
+    """The post-processing a version was chosen with (its model card); plain cosine for untrained backbones."""
+    from ml.retrieval.scoring import ScoringSettings
+    from recommender.embedders import get_embedder
+
+    card = getattr(get_embedder(version), "card", None) or {}
+    return ScoringSettings.from_dict(card.get("postprocessing"))
+
+
+def _vectors(kind: str, ids, version: ModelVersion) -> np.ndarray:
+    rows = dict(
+        Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY, **{f"{kind}_id__in": ids})
+        .values_list(f"{kind}_id", "embedding")
+    )
+    return np.stack([np.asarray(rows[i], dtype=np.float32) for i in ids])
+
+
 def search_items(image, k: int = 6, category: str | None = None) -> list[ItemResult]:
-    """Snapshot -> items: the k catalogue items that go with the snapshot, optionally of one category."""
-    filters = {"item__category__name": category} if category else {}
-    matches = nearest(embed_query(image), "item", k=k, **filters)
-    items = Item.objects.select_related("category").in_bulk([m.id for m in matches])
-    return [ItemResult(item=items[m.id], score=m.score) for m in matches]
+    """Snapshot -> items: the k catalogue items that go with the snapshot, optionally of one category.
+
+    pgvector finds the candidates (the category filter is in its WHERE clause): the items nearest the query,
+    and, when the version uses look transfer, the items that experts linked to the looks of the snapshots
+    nearest the query. The candidates are then scored by ml.retrieval.scoring.score_matrix, the same function
+    evaluate_cgd measures, with the version's post-processing settings.
+    """
+    from ml.retrieval.scoring import score_matrix
+
+    version = active_version()
+    settings = scoring_settings(version)
+    query = embed_query(image)
+    item_filter = {"category__name": category} if category else {}
+    candidates = [m.id for m in nearest(query, "item", k=max(100, 10 * k), version=version,
+                                        **{f"item__{f}": v for f, v in item_filter.items()})]
+    known_vectors = links = None
+    if settings.lt_weight > 0:
+        neighbours = [m.id for m in nearest(query, "snapshot", k=settings.lt_top_k, version=version)]
+        look_of = dict(Snapshot.objects.filter(id__in=neighbours).values_list("id", "look_id"))
+        linked = LookItem.objects.filter(look_id__in=look_of.values(), **{f"item__{f}": v for f, v in item_filter.items()})
+        items_of_look: dict[int, set[int]] = {}
+        for look_id, item_id in linked.values_list("look_id", "item_id"):
+            items_of_look.setdefault(look_id, set()).add(item_id)
+        candidates += sorted(set().union(*items_of_look.values(), set()) - set(candidates))
+        if neighbours and candidates:
+            known_vectors = _vectors("snapshot", neighbours, version)
+            column = {item_id: j for j, item_id in enumerate(candidates)}
+            links = np.zeros((len(neighbours), len(candidates)), np.float32)
+            for i, snapshot_id in enumerate(neighbours):
+                for item_id in items_of_look.get(look_of[snapshot_id], ()):
+                    links[i, column[item_id]] = 1.0
+    if not candidates:
+        return []
+    popularity = dict(
+        LookItem.objects.filter(item_id__in=candidates).values_list("item_id").annotate(n=Count("look_id"))
+    )
+    scores = score_matrix(
+        query[None], _vectors("item", candidates, version), settings,
+        known_snapshot_vecs=known_vectors, known_links=links,
+        item_popularity=np.array([popularity.get(i, 0) for i in candidates], np.float32),
+    )[0]
+    best = np.argsort(-scores, kind="stable")[:k]
+    items = Item.objects.select_related("category").in_bulk([candidates[i] for i in best])
+    return [ItemResult(item=items[candidates[i]], score=float(scores[i])) for i in best]
 
 
 def search_looks(image, k: int = 6, style: str | None = None) -> list[LookResult]:
