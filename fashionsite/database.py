@@ -42,9 +42,19 @@ def embedded_server_running(data_dir: Path) -> bool:
     return info is not None and info.is_running()
 
 
-def stop_embedded_server(data_dir: Path) -> None:
-    if embedded_server_running(data_dir):
-        embedded_server(data_dir).stop()
+def stop_embedded_server(data_dir: Path) -> bool:
+    """Stops the embedded server unless another process is connected to it (e.g. a second test run that
+    reused it). Returns whether it stopped."""
+    if not embedded_server_running(data_dir):
+        return True
+    server = embedded_server(data_dir)
+    others = server.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid();"
+    )
+    if int(others.split("\n")[2].strip()) > 0:
+        return False
+    server.stop()
+    return True
 
 
 def database_url(data_dir: Path) -> str:

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,8 +54,8 @@ class Services:
                     process.kill()
         self.processes.clear()
         if self.stop_postgres:
-            log("stopping postgres")
-            database.stop_embedded_server(data_dir())
+            stopped = database.stop_embedded_server(data_dir())
+            log("stopped postgres" if stopped else "left postgres running: another process is using it")
 
 
 def ensure_postgres(services: Services) -> None:
@@ -170,9 +171,18 @@ def run() -> int:
         services.stop()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test(pytest_args: list[str]) -> int:
+    """Runs pytest against its own Redis (a free port) and its own test database, so that two test runs on one
+    machine (two developers, or a developer and CI) never share a queue or a database."""
     os.environ.setdefault("FASHIONSITE_DATA_DIR", str(PROJECT_ROOT / "var" / "test"))
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6390/0")
+    os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    os.environ.setdefault("FASHIONSITE_TEST_RUN", str(os.getpid()))
     services = Services()
     try:
         ensure_postgres(services)

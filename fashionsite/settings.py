@@ -56,6 +56,8 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": database_settings(DATA_DIR)}
+# Each test run (fashionsite.launcher test) gets its own test database on the shared server.
+DATABASES["default"]["TEST"] = {"NAME": f"test_fashionsite_{os.environ.get('FASHIONSITE_TEST_RUN', 'default')}"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
