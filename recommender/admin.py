@@ -3,7 +3,7 @@ from django.utils.html import format_html
 
 from django.contrib import messages
 
-from recommender.models import Category, Descriptor, Item, Look, ModelVersion, ReembedJob, Snapshot, Style
+from recommender.models import Category, Descriptor, Item, Look, ModelVersion, ReembedJob, Snapshot, Style, TrainingJob
 from recommender.services.reembedding import start_reembedding
 
 
@@ -65,6 +65,12 @@ class DescriptorAdmin(admin.ModelAdmin):
     list_display = ("id", "model_version", "snapshot", "item", "wardrobe_item", "status", "updated")
     list_filter = ("model_version", "status")
     readonly_fields = ("embedding",)
+
+
+@admin.register(TrainingJob)
+class TrainingJobAdmin(admin.ModelAdmin):
+    list_display = ("id", "state", "message", "model_version", "created", "finished")
+    readonly_fields = list_display
 
 
 admin.site.register(Style)
