@@ -19,6 +19,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("FASHIONSITE_DATA_DIR", str(ROOT / "var" / "bench"))
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6391/0")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fashionsite.settings")
+# automatic tagging is a second pass after embedding (recommender.services.tagging): not part of this figure
+os.environ["FASHIONSITE_AUTO_TAGGING"] = "0"
 
 import psutil  # noqa: E402
 

@@ -75,6 +75,10 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "wardrobe"
 LOGOUT_REDIRECT_URL = "search"
 
+# Tag images without a category or style after they are embedded (bench/embedding_throughput.py turns it off
+# to time the embedding alone).
+AUTO_TAGGING = os.environ.get("FASHIONSITE_AUTO_TAGGING", "1") == "1"
+
 # Converted ImageNet weights and trained models (see ml/).
 MODEL_CACHE_DIR = DATA_DIR / "models"
 

@@ -9,6 +9,12 @@ class RecommenderConfig(AppConfig):
     verbose_name = "Catalogue and recommendations"
 
     def ready(self):
+        from recommender.services.tagging import on_descriptors_ready
+        from recommender.signals import descriptors_ready
+
+        # automatic category and style for images that turned ready without one (issue 4)
+        descriptors_ready.connect(on_descriptors_ready, dispatch_uid="recommender.tagging")
+
         # The web server (started with FASHIONSITE_WARM_MODEL=1 by the launcher) loads and warms the active
         # model once at start, so the first search does not pay for it. Never at import in other processes:
         # TensorFlow must not be loaded before a fork.

@@ -82,3 +82,12 @@ def train_catalogue_model(self, job_id):
         job.save(update_fields=["state", "message"])
         raise
     return TrainingJob.State.REEMBEDDING
+
+
+@shared_task(acks_late=True, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=5)
+def tag_images(item_ids=(), wardrobe_item_ids=(), look_ids=()):
+    """Automatic category (items, uploads) and style (looks, uploads) for images that have none; idempotent,
+    never overwrites a category or style already set. The classifier is loaded once per worker process."""
+    from recommender.services.tagging import tag_images as run
+
+    return run(item_ids, wardrobe_item_ids, look_ids)

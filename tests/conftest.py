@@ -50,7 +50,7 @@ def _database_url_for_tests() -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker):
+def _celery_worker_session(django_db_setup, django_db_blocker):
     """A real `celery worker` process on the test database and the test Redis, stopped after the session."""
     from fashionsite.celery import app
     from fashionsite.launcher import worker_command
@@ -75,6 +75,30 @@ def celery_worker_process(django_db_setup, django_db_blocker):
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+def _worker_is_idle() -> bool:
+    import redis
+    from django.conf import settings
+
+    from fashionsite.celery import app
+
+    inspector = app.control.inspect(timeout=0.5)
+    busy = [tasks for reply in (inspector.active() or {}, inspector.reserved() or {}) for tasks in reply.values()]
+    queued = redis.Redis.from_url(settings.REDIS_URL).llen("celery")
+    return not any(busy) and queued == 0
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, _celery_worker_session):
+    """The session's worker for one test. Afterwards it waits until the worker is idle, so that no follow-up
+    task (tagging, suggestions) still writes while the test database is flushed."""
+    yield _celery_worker_session
+    deadline = time.monotonic() + 120
+    idle_checks = 0
+    while idle_checks < 2 and time.monotonic() < deadline:
+        idle_checks = idle_checks + 1 if _worker_is_idle() else 0
+        time.sleep(0.3)
 
 
 def wait_until(condition, timeout: float, message: str, interval: float = 0.5):
