@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from wardrobe.models import LikedLook, WardrobeItem
+from wardrobe.models import LikedLook, Preferences, Suggestion, WardrobeItem
 
 
 @admin.register(WardrobeItem)
@@ -12,3 +12,14 @@ class WardrobeItemAdmin(admin.ModelAdmin):
 @admin.register(LikedLook)
 class LikedLookAdmin(admin.ModelAdmin):
     list_display = ("user", "look", "created")
+
+
+@admin.register(Preferences)
+class PreferencesAdmin(admin.ModelAdmin):
+    list_display = ("user", "style", "category")
+
+
+@admin.register(Suggestion)
+class SuggestionAdmin(admin.ModelAdmin):
+    list_display = ("user", "look", "score", "reason")
+    list_filter = ("look__style",)

@@ -25,6 +25,7 @@ from django.db import transaction
 
 from fashionsite.paths import PROJECT_ROOT
 from recommender.models import Category, Descriptor, Item, Look, LookItem, Style
+from recommender.signals import wardrobe_items_tagged
 from recommender.taxonomy import CATEGORIES, STYLES
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def tag_categories(item_ids=(), wardrobe_item_ids=(), progress: bool = False) ->
     from wardrobe.models import WardrobeItem
 
     outcome = {"tagged": 0, "failed": 0}
+    tagged_wardrobe = []
     jobs = [
         (Item, list(Item.objects.filter(id__in=list(item_ids), category__isnull=True).only("id", "image"))),
         (WardrobeItem, list(WardrobeItem.objects.filter(id__in=list(wardrobe_item_ids), category__isnull=True)
@@ -91,14 +93,19 @@ def tag_categories(item_ids=(), wardrobe_item_ids=(), progress: bool = False) ->
             for path, message in errors.items():
                 logger.warning("category tagging skipped %s %s: %s", model.__name__, by_path[path].pk, message)
             for tag in tags:  # one short statement each (no long transaction holding locks)
-                outcome["tagged"] += model.objects.filter(pk=by_path[tag.path].pk, category__isnull=True).update(
+                changed = model.objects.filter(pk=by_path[tag.path].pk, category__isnull=True).update(
                     category=categories[tag.category]
                 )
+                outcome["tagged"] += changed
+                if changed and model is WardrobeItem:
+                    tagged_wardrobe.append(by_path[tag.path].pk)
             outcome["failed"] += len(errors)
             if bar is not None:
                 bar.update(len(batch))
     if bar is not None:
         bar.close()
+    if tagged_wardrobe:
+        wardrobe_items_tagged.send(sender=WardrobeItem, wardrobe_item_ids=tagged_wardrobe)
     return outcome
 
 

@@ -49,6 +49,9 @@ def register_version(name: str, spec: str, dim: int) -> ModelVersion:
 
 @transaction.atomic
 def activate(version: ModelVersion) -> None:
+    from recommender.signals import active_version_changed
+
     ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
     ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
     version.is_active = True
+    transaction.on_commit(lambda: active_version_changed.send(sender=ModelVersion, version=version))

@@ -1,0 +1,117 @@
+"""Request and response shapes of the catalogue's API: accounts, search, admin re-embedding."""
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from recommender.models import Category, ModelVersion, ReembedJob, Style
+
+MAX_K = 50
+DEFAULT_K = 6
+
+
+def absolute_url(request, field) -> str | None:
+    if not field:
+        return None
+    return request.build_absolute_uri(field.url) if request is not None else field.url
+
+
+class RegisterSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(write_only=True, min_length=8, style={"input_type": "password"})
+
+    def validate_username(self, value):
+        field = get_user_model()._meta.get_field("username")
+        for validator in field.validators:
+            try:
+                validator(value)
+            except Exception as error:
+                raise serializers.ValidationError(getattr(error, "messages", [str(error)]))
+        if get_user_model().objects.filter(username__iexact=value).exists():
+            raise serializers.ValidationError("this username is taken")
+        return value
+
+    def create(self, validated_data):
+        return get_user_model().objects.create_user(**validated_data)
+
+
+class UserSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+class NameChoiceField(serializers.CharField):
+    """A taxonomy name (Category or Style); "" or absent means no filter; an unknown name is a 400."""
+
+    def __init__(self, model, **kwargs):
+        self.model = model
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_blank", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data).strip()
+        if value and not self.model.objects.filter(name=value).exists():
+            known = ", ".join(self.model.objects.order_by("name").values_list("name", flat=True))
+            raise serializers.ValidationError(f"unknown {self.model._meta.verbose_name} {value!r} (known: {known})")
+        return value
+
+
+class SearchSerializer(serializers.Serializer):
+    image = serializers.FileField(allow_empty_file=True, help_text="The query image: JPEG, PNG or WebP, at most 10 MB and 40 megapixels.")
+    k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=DEFAULT_K, required=False)
+
+
+class ItemSearchSerializer(SearchSerializer):
+    category = NameChoiceField(Category, help_text="Only items of this category (optional).")
+
+
+class LookSearchSerializer(SearchSerializer):
+    style = NameChoiceField(Style, help_text="Only looks of this style (optional).")
+
+
+class ItemResultSerializer(serializers.Serializer):
+    item_id = serializers.IntegerField()
+    image_url = serializers.CharField()
+    score = serializers.FloatField()
+    category = serializers.CharField(allow_null=True)
+
+
+class LookResultSerializer(serializers.Serializer):
+    look_id = serializers.IntegerField()
+    snapshot_url = serializers.CharField()
+    score = serializers.FloatField()
+    style = serializers.CharField(allow_null=True)
+
+
+class ItemResultsSerializer(serializers.Serializer):
+    results = ItemResultSerializer(many=True)
+
+
+class LookResultsSerializer(serializers.Serializer):
+    results = LookResultSerializer(many=True)
+
+
+class ReembedSerializer(serializers.Serializer):
+    model_version = serializers.CharField(help_text="The name (or id) of a registered model version.")
+
+    def validate_model_version(self, value):
+        version = ModelVersion.objects.filter(name=value).first()
+        if version is None and str(value).isdigit():
+            version = ModelVersion.objects.filter(pk=int(value)).first()
+        if version is None:
+            known = ", ".join(ModelVersion.objects.values_list("name", flat=True))
+            raise serializers.ValidationError(f"no model version {value!r} (registered: {known})")
+        return version
+
+
+class JobSerializer(serializers.ModelSerializer):
+    job_id = serializers.IntegerField(source="id")
+    model_version = serializers.CharField(source="model_version.name")
+    active = serializers.BooleanField(source="model_version.is_active")
+
+    class Meta:
+        model = ReembedJob
+        fields = ["job_id", "model_version", "state", "done", "total", "failed", "error", "active", "created", "finished"]

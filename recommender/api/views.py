@@ -1,0 +1,176 @@
+"""The catalogue's API: registration and tokens, the two searches (open to anonymous users, throttled) and
+the staff-only re-embedding."""
+from django.db import transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import permissions, status
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import APIException
+from rest_framework.generics import get_object_or_404
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
+from rest_framework.views import APIView
+
+from recommender.api.serializers import (
+    ItemResultsSerializer,
+    ItemSearchSerializer,
+    JobSerializer,
+    LookResultsSerializer,
+    LookSearchSerializer,
+    ReembedSerializer,
+    RegisterSerializer,
+    TokenSerializer,
+    UserSerializer,
+    absolute_url,
+)
+from recommender.models import ReembedJob
+from recommender.services.reembedding import refresh_progress, start_reembedding
+from recommender.services.search import search_items, search_looks
+from recommender.services.uploads import UploadError, check_upload
+
+
+class _LiveRates:
+    """Reads the rate from the current settings on each request (so settings overrides apply)."""
+
+    def get_rate(self):
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+
+class SearchAnonThrottle(_LiveRates, AnonRateThrottle):
+    """Anonymous searches, per client address ("search_anon" rate)."""
+
+    scope = "search_anon"
+
+
+class SearchScopedThrottle(_LiveRates, ScopedRateThrottle):
+    """Every search, per user or address ("search" rate)."""
+
+
+class BadUpload(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "the upload is not a usable image"
+    default_code = "bad_upload"
+
+
+def checked_image(serializer):
+    """The validated upload, checked (size, format, pixels); a bad upload is a 400 naming the problem."""
+    try:
+        return check_upload(serializer.validated_data["image"])
+    except UploadError as error:
+        raise BadUpload(str(error))
+
+
+class RegisterView(APIView):
+    permission_classes = [permissions.AllowAny]
+    authentication_classes = []
+
+    @extend_schema(request=RegisterSerializer, responses={201: UserSerializer})
+    def post(self, request):
+        serializer = RegisterSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = serializer.save()
+        return Response({"id": user.id, "username": user.username}, status=status.HTTP_201_CREATED)
+
+
+class TokenView(APIView):
+    """Exchanges a username and password for the user's API token (Authorization: Token ...)."""
+
+    permission_classes = [permissions.AllowAny]
+    authentication_classes = []
+
+    @extend_schema(request=RegisterSerializer, responses={200: TokenSerializer})
+    def post(self, request):
+        from rest_framework.authtoken.serializers import AuthTokenSerializer
+
+        serializer = AuthTokenSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
+        return Response({"token": token.key})
+
+
+class _SearchView(APIView):
+    permission_classes = [permissions.AllowAny]
+    parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [SearchAnonThrottle, SearchScopedThrottle]
+    throttle_scope = "search"
+
+
+class ItemSearchView(_SearchView):
+    """Snapshot -> items: the k catalogue items that go with a street snapshot, optionally of one category."""
+
+    @extend_schema(request={"multipart/form-data": ItemSearchSerializer}, responses={200: ItemResultsSerializer})
+    def post(self, request):
+        serializer = ItemSearchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = checked_image(serializer)
+        data = serializer.validated_data
+        results = search_items(upload.image, k=data.get("k", 6), category=data.get("category") or None)
+        return Response(
+            {
+                "results": [
+                    {
+                        "item_id": r.item.id,
+                        "image_url": absolute_url(request, r.item.image),
+                        "score": r.score,
+                        "category": r.item.category.name if r.item.category_id else None,
+                    }
+                    for r in results
+                ]
+            }
+        )
+
+
+class LookSearchView(_SearchView):
+    """Item -> looks: the k looks (through their closest snapshot) that suit an item, optionally of a style."""
+
+    @extend_schema(request={"multipart/form-data": LookSearchSerializer}, responses={200: LookResultsSerializer})
+    def post(self, request):
+        serializer = LookSearchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = checked_image(serializer)
+        data = serializer.validated_data
+        results = search_looks(upload.image, k=data.get("k", 6), style=data.get("style") or None)
+        return Response(
+            {
+                "results": [
+                    {
+                        "look_id": r.look.id,
+                        "snapshot_url": absolute_url(request, r.snapshot.image),
+                        "score": r.score,
+                        "style": r.look.style.name if r.look.style_id else None,
+                    }
+                    for r in results
+                ]
+            }
+        )
+
+
+class ReembedView(APIView):
+    """Staff only: re-embeds every image with a model version through the workers; the version becomes active
+    when every image has its new descriptor (the old one keeps serving meanwhile)."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(request=ReembedSerializer, responses={202: JobSerializer})
+    def post(self, request):
+        serializer = ReembedSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        version = serializer.validated_data["model_version"]
+        with transaction.atomic():
+            job = ReembedJob.objects.filter(model_version=version, state=ReembedJob.State.RUNNING).first()
+            job = job or start_reembedding(version)
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobView(APIView):
+    """Staff only: a re-embedding job's progress."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(responses={200: JobSerializer})
+    def get(self, request, job_id):
+        job = get_object_or_404(ReembedJob.objects.select_related("model_version"), pk=job_id)
+        if job.state == ReembedJob.State.RUNNING:
+            refresh_progress(job)
+        return Response(JobSerializer(job).data)

@@ -1,0 +1,179 @@
+"""Wardrobe upload -> the real worker embeds -> ready -> outfit suggestions computed by the worker appear via the
+API, follow the style and category filters, the saved preferences, likes and deletions."""
+import numpy as np
+import pytest
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from rest_framework.test import APIClient
+
+from recommender.models import Descriptor, Look, Snapshot
+from recommender.services.search import descriptor_of
+from tests.api.conftest import STYLES, import_and_embed, upload
+from tests.conftest import wait_until
+from wardrobe.services import set_preferences
+from wardrobe.services.suggestions import LIKE_WEIGHT
+
+LOOKS = (0, 3, 6, 8, 12, 14, 15, 18)
+# The user's own purchases: item photos of looks that are not in the catalogue (black sneakers, a red top).
+OWN_ITEMS = (("2_11_reco.jpg", "shoes"), ("4_2_reco.jpg", "top"))
+
+
+@pytest.fixture
+def catalogue(sample_dir, tmp_path, transactional_db, active_version, taxonomy, celery_worker_process):
+    return import_and_embed(sample_dir, tmp_path, LOOKS)
+
+
+def register(username):
+    client = APIClient()
+    assert client.post("/api/auth/register/", {"username": username, "password": "pass-word-123"}).status_code == 201
+    token = client.post("/api/auth/token/", {"username": username, "password": "pass-word-123"}).json()["token"]
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+def suggestions(client, **params):
+    response = client.get("/api/suggestions/", params)
+    assert response.status_code == 200, response.content
+    return response.json()["results"]
+
+
+def unit(vectors):
+    vectors = np.atleast_2d(vectors)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def look_snapshots(look_id):
+    return unit(np.stack([descriptor_of("snapshot", s.id) for s in Snapshot.objects.filter(look_id=look_id)]))
+
+
+def fit_similarity(item_id, look_id):
+    return float((look_snapshots(look_id) @ unit(descriptor_of("wardrobe_item", item_id)).T).max())
+
+
+def test_uploads_become_ready_and_suggestions_follow(catalogue, sample_dir):
+    client = register("eve")
+    ids = {}
+    for name, category in OWN_ITEMS:
+        path = sample_dir / name
+        response = client.post(
+            "/api/wardrobe/items/", {"image": upload(name, path.read_bytes()), "category": category}, format="multipart"
+        )
+        assert response.status_code == 202, response.content
+        assert response.json()["status"] == "pending"
+        ids[category] = response.json()["id"]
+
+    wait_until(
+        lambda: {r["status"] for r in client.get("/api/wardrobe/items/").json()["results"]} == {"ready"},
+        timeout=120, message="the worker embeds both uploads",
+    )
+    assert client.get(f"/api/wardrobe/items/{ids['shoes']}/").json()["status"] == "ready"
+
+    # the worker recomputes the suggestions once the descriptors are ready
+    everything = wait_until(
+        lambda: [s for s in suggestions(client, style="", category="") if len(s["your_items"]) == 2],
+        timeout=120, message="suggestions fitting both uploads appear",
+    )
+    assert len(everything) == len(suggestions(client, style="", category=""))
+    assert len(everything) == len(LOOKS)  # a small catalogue: every look fits both items
+    scores = [s["score"] for s in everything]
+    assert scores == sorted(scores, reverse=True)
+    for suggestion in everything:
+        assert {i["id"] for i in suggestion["your_items"]} == set(ids.values())
+        # looks that fit several items rank higher: the score sums the fitting items' similarities
+        expected = sum(fit_similarity(i, suggestion["look_id"]) for i in ids.values())
+        assert suggestion["score"] == pytest.approx(expected, abs=1e-4)
+        assert suggestion["reason"].startswith("Fits your ")
+        assert "black shoes" in suggestion["reason"] and "red top" in suggestion["reason"]
+        assert 1 <= len(suggestion["complete_with"]) <= 8
+        look = Look.objects.get(pk=suggestion["look_id"])
+        linked = set(look.items.values_list("id", flat=True))
+        complete = [c["item_id"] for c in suggestion["complete_with"]]
+        assert len(set(complete)) == len(complete)
+        assert linked & set(complete), "the look's expert-linked items complete it"
+        # categories the user does not own come first
+        owned = [c["category"] in ("shoes", "top") for c in suggestion["complete_with"]]
+        assert owned == sorted(owned)
+        assert any(suggestion["snapshot_url"].endswith(s.image.url) for s in look.snapshots.all())
+
+    # style filter
+    by_style = {style: suggestions(client, style=style, category="") for style in STYLES}
+    for style, results in by_style.items():
+        assert results and {s["style"] for s in results} == {style}
+    assert sorted(s["look_id"] for r in by_style.values() for s in r) == sorted(s["look_id"] for s in everything)
+
+    # category filter: the suggestions completed by an item of that category
+    for category in ("hat", "bag"):
+        results = suggestions(client, style="", category=category)
+        expected = [s["look_id"] for s in everything if category in {c["category"] for c in s["complete_with"]}]
+        assert results and [s["look_id"] for s in results] == expected
+    assert len(suggestions(client, style="", category="hat")) < len(everything)
+    combined = suggestions(client, style=STYLES[0], category="bag")
+    assert {s["style"] for s in combined} <= {STYLES[0]}
+    assert all("bag" in {c["category"] for c in s["complete_with"]} for s in combined)
+    assert client.get("/api/suggestions/", {"style": "baroque"}).status_code == 400
+
+    # saved preferences are the default; an empty parameter means no filter
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.get(username="eve")
+    set_preferences(user, STYLES[1], None)
+    response = client.get("/api/suggestions/").json()
+    assert response["style"] == STYLES[1] and response["category"] == ""
+    assert [s["look_id"] for s in response["results"]] == [s["look_id"] for s in by_style[STYLES[1]]]
+    assert len(suggestions(client, style="")) == len(everything)
+    set_preferences(user, None, None)
+
+    # liking a look steers toward similar looks (and the liked look is not suggested again)
+    liked = everything[-1]["look_id"]
+    assert client.post("/api/wardrobe/liked-looks/", {"look_id": liked}, format="json").status_code == 201
+    assert client.post("/api/wardrobe/liked-looks/", {"look_id": liked}, format="json").status_code == 200
+    assert [r["look_id"] for r in client.get("/api/wardrobe/liked-looks/").json()["results"]] == [liked]
+    steered = wait_until(
+        lambda: (lambda r: r if liked not in [s["look_id"] for s in r] else None)(suggestions(client, style="")),
+        timeout=60, message="the suggestions are recomputed after the like",
+    )
+    assert len(steered) == len(LOOKS) - 1
+    liked_snapshots = look_snapshots(liked)
+    for suggestion in steered:
+        fit = sum(fit_similarity(i, suggestion["look_id"]) for i in ids.values())
+        pull = float((look_snapshots(suggestion["look_id"]) @ liked_snapshots.T).max())
+        assert suggestion["score"] == pytest.approx(fit + LIKE_WEIGHT * pull, abs=1e-4)
+    assert any("close to looks you liked" in s["reason"] for s in steered)
+    assert client.post("/api/wardrobe/liked-looks/", {"look_id": 10**9}, format="json").status_code == 404
+
+    assert client.delete(f"/api/wardrobe/liked-looks/{liked}/").status_code == 204
+    assert client.delete(f"/api/wardrobe/liked-looks/{liked}/").status_code == 204  # idempotent
+    wait_until(
+        lambda: liked in [s["look_id"] for s in suggestions(client, style="")],
+        timeout=60, message="the unliked look is suggested again",
+    )
+
+    # deleting an item: the suggestions no longer use it
+    deleted_at = timezone.now()
+    assert client.delete(f"/api/wardrobe/items/{ids['top']}/").status_code == 204
+    after = wait_until(
+        lambda: (lambda r: r if r and all(parse_datetime(s["computed"]) > deleted_at for s in r) else None)(
+            suggestions(client, style="")
+        ),
+        timeout=60, message="the suggestions are recomputed after the deletion",
+    )
+    assert all(len(s["your_items"]) == 1 for s in after)
+    assert {s["your_items"][0]["id"] for s in after} == {ids["shoes"]}
+    assert [s["reason"] for s in after if "top" in s["reason"] or "black shoes" not in s["reason"]] == []
+
+    # nobody else sees them
+    assert suggestions(register("mallory"), style="") == []
+
+
+def test_likes_alone_give_suggestions_near_the_liked_look(catalogue):
+    client = register("fay")
+    liked = Look.objects.get(key="0").id
+    assert client.post("/api/wardrobe/liked-looks/", {"look_id": liked}, format="json").status_code == 201
+    results = wait_until(lambda: suggestions(client, style=""), timeout=60, message="suggestions from a like")
+    liked_snapshots = look_snapshots(liked)
+    others = Look.objects.exclude(pk=liked).values_list("id", flat=True)
+    similarity = {look: float((look_snapshots(look) @ liked_snapshots.T).max()) for look in others}
+    expected = sorted(similarity, key=lambda look: (-similarity[look], look))
+    assert [s["look_id"] for s in results] == expected
+    assert all(s["your_items"] == [] and s["complete_with"] for s in results)
+    assert Descriptor.objects.filter(wardrobe_item__isnull=False).count() == 0

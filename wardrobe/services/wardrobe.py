@@ -1,0 +1,250 @@
+"""A user's wardrobe (uploaded past purchases), liked looks and saved preferences.
+
+The web pages and the REST API both call these functions; every change that affects a user's outfit
+suggestions queues `wardrobe.tasks.recompute_suggestions` for that user once the transaction commits.
+"""
+import logging
+
+import numpy as np
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
+
+from recommender.models import Category, Descriptor, Look, Style
+from recommender.services.embedding import create_pending_descriptors, queue_embedding
+from recommender.services.reembedding import versions_receiving_new_images
+from recommender.services.uploads import UploadError, check_upload
+from wardrobe.models import LikedLook, Preferences, WardrobeItem
+
+logger = logging.getLogger(__name__)
+
+PENDING, READY, FAILED = Descriptor.Status.PENDING.value, Descriptor.Status.READY.value, Descriptor.Status.FAILED.value
+
+
+# ---------------------------------------------------------------------------------------------------- taxonomy
+
+
+def taxonomy_row(model, name: str | None, what: str):
+    """The Category/Style row called `name`; None for None or ""; ValueError naming an unknown name."""
+    if name is None or name == "":
+        return None
+    row = model.objects.filter(name=name).first()
+    if row is None:
+        known = ", ".join(model.objects.order_by("name").values_list("name", flat=True)) or "none defined"
+        raise ValueError(f"unknown {what} {name!r} (known: {known})")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------- colour
+
+# (name, RGB) reference colours for naming an item's dominant colour on suggestion cards.
+_COLOURS = {
+    "red": (200, 30, 40), "orange": (235, 130, 30), "yellow": (235, 210, 50), "green": (50, 140, 60),
+    "olive": (110, 110, 50), "teal": (30, 130, 130), "blue": (40, 90, 200), "navy": (25, 35, 80),
+    "purple": (120, 60, 150), "pink": (235, 150, 180), "brown": (110, 70, 40), "beige": (215, 195, 160),
+}
+
+
+def dominant_colour(image) -> str:
+    """A plain colour name for the garment in a product photo (a PIL RGB image), from its pixels.
+
+    Only the middle of the picture counts, and near-white pixels there are taken as the studio background
+    unless they are nearly all of it. Each pixel
+    gets a name (achromatic ones black/grey/white by brightness, the others the nearest reference colour)
+    and the most frequent name wins.
+    """
+    width, height = image.size  # the garment is nearly always in the middle of the picture
+    middle = image.convert("RGB").crop((width // 5, height // 7, width - width // 5, height - height // 7))
+    pixels = np.asarray(middle.resize((64, 64)), dtype=np.float32).reshape(-1, 3)
+    high, low = pixels.max(axis=1), pixels.min(axis=1)
+    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1), 0)
+    background = (low > 235) & (saturation < 0.08)
+    if (~background).sum() >= 0.05 * len(pixels):
+        pixels, high, saturation = pixels[~background], high[~background], saturation[~background]
+    names = np.empty(len(pixels), dtype=object)
+    grey = (saturation < 0.25) | (high < 45)
+    names[grey & (high < 60)] = "black"
+    names[grey & (high >= 60) & (high < 200)] = "grey"
+    names[grey & (high >= 200)] = "white"
+    chroma = ~grey
+    if chroma.any():
+        references = np.array(list(_COLOURS.values()), dtype=np.float32)
+        distances = ((pixels[chroma, None, :] - references[None]) ** 2).sum(axis=2)
+        names[chroma] = np.array(list(_COLOURS), dtype=object)[distances.argmin(axis=1)]
+    values, counts = np.unique(names.astype(str), return_counts=True)
+    return str(values[counts.argmax()])
+
+
+# ---------------------------------------------------------------------------------------------------- wardrobe
+
+
+def add_wardrobe_items(user, files, category: str | None = None, style: str | None = None) -> list[WardrobeItem]:
+    """Checks every file, then stores each under its generated name with a pending descriptor per version
+    receiving new images, and queues them for the workers.
+
+    Any rejected file raises UploadError naming it (and every other rejected one), and nothing is stored.
+    An unknown category or style name raises ValueError naming it.
+    """
+    category_row = taxonomy_row(Category, category, "category")
+    style_row = taxonomy_row(Style, style, "style")
+    files = list(files)
+    if not files:
+        raise UploadError("no image was uploaded")
+    checked, problems = [], []
+    for index, uploaded in enumerate(files):
+        name = getattr(uploaded, "name", None) or f"file {index + 1}"
+        try:
+            checked.append(check_upload(uploaded, name=name))
+        except UploadError as error:
+            problems.append(str(error))
+    if problems:
+        raise UploadError("; ".join(problems))
+
+    versions = versions_receiving_new_images()
+    items, descriptor_ids = [], []
+    with transaction.atomic():
+        for upload in checked:
+            item = WardrobeItem(
+                owner=user, sha256=upload.sha256, category=category_row, style=style_row,
+                colour=dominant_colour(upload.image),
+            )
+            item.image.save(upload.generated_name(), ContentFile(upload.data), save=True)
+            for version in versions:
+                descriptor_ids.append(create_pending_descriptors(version, wardrobe_item=item).id)
+            items.append(item)
+        queue_embedding(descriptor_ids)
+        schedule_suggestions(user.pk)
+    return items
+
+
+def _active_status():
+    return Subquery(
+        Descriptor.objects.filter(wardrobe_item=OuterRef("pk"), model_version__is_active=True).values("status")[:1]
+    )
+
+
+def wardrobe_item_status(item) -> str:
+    """"pending", "ready" or "failed": the state of the item's descriptor under the active version."""
+    status = (
+        Descriptor.objects.filter(wardrobe_item=item, model_version__is_active=True)
+        .values_list("status", flat=True)
+        .first()
+    )
+    return status or PENDING
+
+
+def wardrobe_statuses(user) -> dict[int, str]:
+    """{wardrobe item id: status} for all the user's items, in one query."""
+    rows = WardrobeItem.objects.filter(owner=user).annotate(status=_active_status()).values_list("id", "status")
+    return {item_id: status or PENDING for item_id, status in rows}
+
+
+def wardrobe_items(user):
+    """The user's items, newest first, each annotated with `status` (None counts as pending)."""
+    return (
+        WardrobeItem.objects.filter(owner=user)
+        .select_related("category", "style")
+        .annotate(status=_active_status())
+    )
+
+
+def get_wardrobe_item(user, item_id) -> WardrobeItem:
+    """One of the user's items; WardrobeItem.DoesNotExist for anyone else's (a 404 upstream)."""
+    return wardrobe_items(user).get(pk=item_id)
+
+
+def update_wardrobe_item(user, item_id, **changes) -> WardrobeItem:
+    """Corrects an item's `category` and/or `style` (names; "" or None clears)."""
+    item = get_wardrobe_item(user, item_id)
+    if "category" in changes:
+        item.category = taxonomy_row(Category, changes["category"], "category")
+    if "style" in changes:
+        item.style = taxonomy_row(Style, changes["style"], "style")
+    with transaction.atomic():
+        item.save(update_fields=["category", "style"])
+        schedule_suggestions(user.pk)
+    return item
+
+
+def delete_wardrobe_item(user, item_id) -> None:
+    """Deletes one of the user's items and its file; another user's item raises WardrobeItem.DoesNotExist."""
+    item = WardrobeItem.objects.get(pk=item_id, owner=user)
+    storage, name = item.image.storage, item.image.name
+    with transaction.atomic():
+        item.delete()
+        schedule_suggestions(user.pk)
+        if name and not WardrobeItem.objects.filter(image=name).exists():
+            transaction.on_commit(lambda: storage.delete(name))
+
+
+# ---------------------------------------------------------------------------------------------------- likes
+
+
+def like_look(user, look_id) -> LikedLook:
+    """Likes a catalogue look (idempotent); Look.DoesNotExist for an unknown id."""
+    look = Look.objects.get(pk=look_id)
+    with transaction.atomic():
+        like, created = LikedLook.objects.get_or_create(user=user, look=look)
+        if created:
+            schedule_suggestions(user.pk)
+    return like
+
+
+def unlike_look(user, look_id) -> bool:
+    """Removes a like (idempotent); True when there was one."""
+    with transaction.atomic():
+        deleted, _ = LikedLook.objects.filter(user=user, look_id=look_id).delete()
+        if deleted:
+            schedule_suggestions(user.pk)
+    return bool(deleted)
+
+
+def liked_look_ids(user) -> set[int]:
+    return set(LikedLook.objects.filter(user=user).values_list("look_id", flat=True))
+
+
+# ---------------------------------------------------------------------------------------------------- preferences
+
+
+def get_preferences(user) -> Preferences:
+    """The user's saved preferences (an unsaved empty one when they never saved any)."""
+    return Preferences.objects.select_related("style", "category").filter(user=user).first() or Preferences(
+        user=user
+    )
+
+
+def set_preferences(user, style: str | None, category: str | None) -> Preferences:
+    """Saves the preferred style and category (names; None or "" means no preference). ValueError for an
+    unknown name."""
+    style_row = taxonomy_row(Style, style, "style")
+    category_row = taxonomy_row(Category, category, "category")
+    preferences, _ = Preferences.objects.update_or_create(
+        user=user, defaults={"style": style_row, "category": category_row}
+    )
+    return preferences
+
+
+# ---------------------------------------------------------------------------------------------------- suggestions
+
+
+def schedule_suggestions(user_id: int) -> None:
+    """Queues the recomputation of the user's suggestions once the current transaction commits."""
+    from wardrobe.tasks import recompute_suggestions
+
+    def send():
+        try:
+            recompute_suggestions.delay(user_id)
+        except Exception as error:  # broker down: the next change recomputes them
+            logger.warning("could not queue suggestions for user %s (%s)", user_id, error)
+
+    transaction.on_commit(send)
+
+
+def schedule_suggestions_for_everyone() -> int:
+    """Queues the recomputation for every user with wardrobe items or likes (e.g. after the active model
+    version changed); returns how many users."""
+    user_ids = set(WardrobeItem.objects.values_list("owner_id", flat=True).distinct())
+    user_ids |= set(LikedLook.objects.values_list("user_id", flat=True).distinct())
+    for user_id in sorted(user_ids):
+        schedule_suggestions(user_id)
+    return len(user_ids)
