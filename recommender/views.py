@@ -1,10 +1,213 @@
-from django.http import JsonResponse
-from django.views.decorators.http import require_GET
+"""The catalogue's web pages: the two search tabs (snapshot -> items, item -> looks), browsing the looks, and
+the health report. Thin views: the work is in recommender.services."""
+import base64
+import io
 
+from django.core.paginator import Paginator
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from recommender.models import Category, Look, ModelVersion, Style
 from recommender.services.health import health_report
+from recommender.services.search import search_items, search_looks
+from recommender.services.uploads import UploadError, check_upload
+
+DEFAULT_K = 6
+MAX_K = 48
+LOOKS_PER_PAGE = 24
+TABS = ("items", "looks")
 
 
 @require_GET
 def healthz(request):
     report, healthy = health_report()
     return JsonResponse(report, status=200 if healthy else 503)
+
+
+def taxonomy():
+    """The category and style names, in the taxonomy's own order."""
+    return {
+        "categories": list(Category.objects.order_by("id").values_list("name", flat=True)),
+        "styles": list(Style.objects.order_by("id").values_list("name", flat=True)),
+    }
+
+
+def liked_look_ids(user) -> set[int]:
+    if not user.is_authenticated:
+        return set()
+    from wardrobe.models import LikedLook
+
+    return set(LikedLook.objects.filter(user=user).values_list("look_id", flat=True))
+
+
+# --- search ---------------------------------------------------------------------------------------------------
+
+
+class SearchRequestError(ValueError):
+    pass
+
+
+def _wants_json(request) -> bool:
+    return request.GET.get("format") == "json" or "application/json" in request.headers.get("Accept", "")
+
+
+def _parse_k(raw) -> int:
+    if raw in (None, ""):
+        return DEFAULT_K
+    try:
+        k = int(raw)
+    except (TypeError, ValueError):
+        raise SearchRequestError(f"k must be a whole number, not {raw!r}")
+    if not 1 <= k <= MAX_K:
+        raise SearchRequestError(f"k must be between 1 and {MAX_K}")
+    return k
+
+
+def _parse_choice(raw, allowed, what: str) -> str | None:
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    if raw not in allowed:
+        raise SearchRequestError(f"unknown {what} {raw!r}; choose one of: {', '.join(allowed)}")
+    return raw
+
+
+def _thumbnail_data_url(image, size: int = 360) -> str:
+    """The query image as an inline JPEG (shown beside the results; the upload itself is never stored)."""
+    thumb = image.copy()
+    thumb.thumbnail((size, size))
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _search_context(request, tab: str, **extra) -> dict:
+    values = {"k": DEFAULT_K, "category": "", "style": ""}
+    values.update(extra.pop("values", {}))
+    return {"tab": tab, "values": values, "max_k": MAX_K, **taxonomy(), **extra}
+
+
+@require_GET
+def search_page(request):
+    tab = request.GET.get("tab", "items")
+    return render(request, "recommender/search.html", _search_context(request, tab if tab in TABS else "items"))
+
+
+def _run_search(request, tab: str):
+    names = taxonomy()
+    values = {
+        "k": request.POST.get("k") or DEFAULT_K,
+        "category": request.POST.get("category", ""),
+        "style": request.POST.get("style", ""),
+    }
+    status, error, results, query_image = 200, None, None, None
+    try:
+        k = _parse_k(request.POST.get("k"))
+        upload = request.FILES.get("image")
+        if upload is None:
+            raise SearchRequestError("choose an image to search with")
+        checked = check_upload(upload)
+        if tab == "items":
+            category = _parse_choice(values["category"], names["categories"], "category")
+            results = search_items(checked.image, k=k, category=category)
+        else:
+            style = _parse_choice(values["style"], names["styles"], "style")
+            results = search_looks(checked.image, k=k, style=style)
+        if not _wants_json(request):
+            query_image = _thumbnail_data_url(checked.image)
+    except (UploadError, SearchRequestError) as problem:
+        status, error = 400, str(problem)
+    except ModelVersion.DoesNotExist as problem:
+        status, error = 503, str(problem)
+
+    if _wants_json(request):
+        if error:
+            return JsonResponse({"error": error}, status=status)
+        return JsonResponse({"results": [_result_json(tab, result) for result in results]})
+    context = _search_context(
+        request, tab, values=values, error=error, results=results, query_image=query_image,
+        liked=liked_look_ids(request.user),
+    )
+    return render(request, "recommender/search.html", context, status=status)
+
+
+def _result_json(tab: str, result) -> dict:
+    if tab == "items":
+        item = result.item
+        return {
+            "item_id": item.id,
+            "image_url": item.image.url,
+            "score": round(result.score, 4),
+            "category": item.category.name if item.category else None,
+        }
+    look = result.look
+    return {
+        "look_id": look.id,
+        "snapshot_url": result.snapshot.image.url,
+        "score": round(result.score, 4),
+        "style": look.style.name if look.style else None,
+    }
+
+
+@require_http_methods(["GET", "POST"])
+def search_items_view(request):
+    """Snapshot -> items. POST multipart `image`, optional `k` and `category`; `?format=json` answers JSON."""
+    if request.method == "GET":
+        return search_page_for(request, "items")
+    return _run_search(request, "items")
+
+
+@require_http_methods(["GET", "POST"])
+def search_looks_view(request):
+    """Item -> looks. POST multipart `image`, optional `k` and `style`; `?format=json` answers JSON."""
+    if request.method == "GET":
+        return search_page_for(request, "looks")
+    return _run_search(request, "looks")
+
+
+def search_page_for(request, tab: str):
+    return render(request, "recommender/search.html", _search_context(request, tab))
+
+
+# --- browsing the catalogue -----------------------------------------------------------------------------------
+
+
+@require_GET
+def looks_page(request):
+    names = taxonomy()
+    style = request.GET.get("style", "")
+    looks = Look.objects.select_related("style").prefetch_related("snapshots").order_by("id")
+    if style in names["styles"]:
+        looks = looks.filter(style__name=style)
+    else:
+        style = ""
+    liked = liked_look_ids(request.user)
+    if request.GET.get("liked") and request.user.is_authenticated:
+        looks = looks.filter(id__in=liked)
+    page = Paginator(looks, LOOKS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "recommender/looks.html",
+        {
+            "page": page,
+            "liked": liked,
+            "style": style,
+            "liked_only": bool(request.GET.get("liked")) and request.user.is_authenticated,
+            "query": query.urlencode(),
+            **names,
+        },
+    )
+
+
+@require_GET
+def look_page(request, look_id: int):
+    look = get_object_or_404(Look.objects.select_related("style"), pk=look_id)
+    items = look.items.select_related("category").order_by("id")
+    return render(
+        request,
+        "recommender/look.html",
+        {"look": look, "snapshots": look.snapshots.all(), "items": items, "liked": liked_look_ids(request.user)},
+    )

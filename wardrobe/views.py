@@ -86,11 +86,18 @@ def wardrobe_page(request):
 
 @require_GET
 def wardrobe_status(request):
-    """{"items": {id: "pending"|"ready"|"failed"}} of the signed-in user's own items, for the live page."""
+    """The signed-in user's own items, for the live page: {"items": {id: "pending"|"ready"|"failed"},
+    "categories": {id: category name or ""}} (the automatic category arrives once an item is analysed)."""
     if not request.user.is_authenticated:
         return JsonResponse({"error": "sign in to see your wardrobe"}, status=403)
     statuses = _wardrobe().wardrobe_statuses(request.user)
-    return JsonResponse({"items": {str(item_id): status for item_id, status in statuses.items()}})
+    categories = WardrobeItem.objects.filter(owner=request.user).values_list("id", "category__name")
+    return JsonResponse(
+        {
+            "items": {str(item_id): status for item_id, status in statuses.items()},
+            "categories": {str(item_id): name or "" for item_id, name in categories},
+        }
+    )
 
 
 @login_required
