@@ -5,6 +5,7 @@ from django.db import connection
 from django.db.models import Count, Q
 
 from recommender.models import Descriptor, Item, Look, ModelVersion, ReembedJob, Snapshot, TrainingJob
+from recommender.services.reembedding import refresh_progress
 from recommender.services.training import refresh_training_job
 
 
@@ -48,6 +49,8 @@ def _jobs() -> dict:
     reembed = ReembedJob.objects.first()
     if training is not None:
         training = refresh_training_job(training)
+    if reembed is not None and reembed.state == ReembedJob.State.RUNNING:
+        reembed = refresh_progress(reembed)
     return {
         "training": training and {"id": training.id, "state": training.state, "message": training.message},
         "reembedding": reembed and {

@@ -3,6 +3,7 @@
 Each query uses the cast expression and filters of the version's partial HNSW index (services.versions), so
 the index serves it once the catalogue is large enough for the planner to prefer it.
 """
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,12 +87,43 @@ def scoring_settings(version: ModelVersion):
     return ScoringSettings.from_dict(card.get("postprocessing"))
 
 
+class _DescriptorCache:
+    """This process's copy of the ready descriptors of each version, so that re-scoring candidates does not
+    re-read and re-parse hundreds of vectors per request. It is brought up to date on every use with the rows
+    updated since it last looked (one indexed query when nothing changed)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._vectors: dict[int, dict[tuple[str, int], np.ndarray]] = {}
+        self._seen_until: dict[int, object] = {}
+
+    def vectors(self, kind: str, ids, version: ModelVersion) -> np.ndarray:
+        with self._lock:
+            self._refresh(version)
+            known = self._vectors[version.id]
+            return np.stack([known[(kind, image_id)] for image_id in ids])
+
+    def _refresh(self, version: ModelVersion) -> None:
+        rows = Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY)
+        since = self._seen_until.get(version.id)
+        if since is not None:
+            rows = rows.filter(updated__gte=since)
+        store = self._vectors.setdefault(version.id, {})
+        for row in rows.values("snapshot_id", "item_id", "wardrobe_item_id", "embedding", "updated").iterator():
+            for kind in ("snapshot", "item", "wardrobe_item"):
+                if row[f"{kind}_id"] is not None:
+                    store[(kind, row[f"{kind}_id"])] = np.asarray(row["embedding"], dtype=np.float32)
+            if since is None or row["updated"] > since:
+                since = row["updated"]
+        if since is not None:
+            self._seen_until[version.id] = since
+
+
+_descriptor_cache = _DescriptorCache()
+
+
 def _vectors(kind: str, ids, version: ModelVersion) -> np.ndarray:
-    rows = dict(
-        Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY, **{f"{kind}_id__in": ids})
-        .values_list(f"{kind}_id", "embedding")
-    )
-    return np.stack([np.asarray(rows[i], dtype=np.float32) for i in ids])
+    return _descriptor_cache.vectors(kind, ids, version)
 
 
 def search_items(image, k: int = 6, category: str | None = None) -> list[ItemResult]:

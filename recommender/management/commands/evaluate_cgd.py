@@ -50,6 +50,7 @@ class Command(BaseCommand):
         from ml.retrieval.ranker import ScoringRanker
         from ml.retrieval.scoring import ScoringSettings
 
+        model = Path(model)
         try:
             embedder = CGDEmbedder(model)
         except ModelDirError as error:
@@ -72,6 +73,6 @@ class Command(BaseCommand):
         except (FileNotFoundError, ValueError) as error:
             raise CommandError(str(error))
         self.stdout.write(f"post-processing: {post.to_dict()}")
-        self.stdout.write(format_table({method: result.metrics}))
+        self.stdout.write(format_table({method: result.metrics}, baseline=None))
         for direction, values in result.metrics.items():
             self.stdout.write(f"{direction}: {values}")

@@ -24,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum epochs")
         parser.add_argument("--batch-size", type=int, default=TrainConfig.P * TrainConfig.K,
                             help="P*K images per batch (K=%d images per look)" % TrainConfig.K)
-        parser.add_argument("--backbone", default="lite0", choices=["lite0", "lite2"])
+        parser.add_argument("--backbone", default=TrainConfig.backbone, choices=["lite0", "lite2"])
         parser.add_argument("--loss", default=TrainConfig.loss,
                             help="arcface+classification, multi_positive, arcface, ... ('+' combines)")
         parser.add_argument("--views", type=int, default=TrainConfig.views, help="augmentation views per image")

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from ml.embedding import load_embedder
 from recommender.models import ReembedJob
-from recommender.services.reembedding import start_reembedding
+from recommender.services.reembedding import refresh_progress, start_reembedding
 from recommender.services.versions import register_version
 
 
@@ -65,6 +65,8 @@ class Command(BaseCommand):
                     raise CommandError(f"job {job.id} still running after {timeout:.0f}s; are workers running?")
                 time.sleep(1)
                 job.refresh_from_db()
+                if job.state == ReembedJob.State.RUNNING:
+                    refresh_progress(job)  # the check task may wait behind the embedding tasks
                 bar.total = job.total
                 bar.update(job.done + job.failed - bar.n)
         if job.state == ReembedJob.State.FAILED:
