@@ -39,7 +39,8 @@ class Services:
 
     def spawn(self, name: str, args: list[str], **kwargs) -> subprocess.Popen:
         log(f"starting {name}: {' '.join(args)}")
-        process = subprocess.Popen(args, cwd=PROJECT_ROOT, **kwargs)
+        # Its own process group, so that stopping it also stops what it started (a worker's pool processes).
+        process = subprocess.Popen(args, cwd=PROJECT_ROOT, start_new_session=True, **kwargs)
         self.processes.append((name, process))
         return process
 
@@ -47,15 +48,24 @@ class Services:
         for name, process in reversed(self.processes):
             if process.poll() is None:
                 log(f"stopping {name}")
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            _signal_group(process, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                log(f"{name} did not stop in 20 s; killing it")
+            _signal_group(process, signal.SIGKILL)  # what is left of the group (e.g. a busy pool process)
+            process.wait()
         self.processes.clear()
         if self.stop_postgres:
             stopped = database.stop_embedded_server(data_dir())
             log("stopped postgres" if stopped else "left postgres running: another process is using it")
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def ensure_postgres(services: Services) -> None:

@@ -89,8 +89,10 @@ def scoring_settings(version: ModelVersion):
 
 class _DescriptorCache:
     """This process's copy of the ready descriptors of each version, so that re-scoring candidates does not
-    re-read and re-parse hundreds of vectors per request. It is brought up to date on every use with the rows
-    updated since it last looked (one indexed query when nothing changed)."""
+    re-read and re-parse hundreds of vectors per request. On every use it reads the rows updated since it last
+    looked (one indexed query when nothing changed), and any requested row it still lacks."""
+
+    KINDS = ("snapshot", "item", "wardrobe_item")
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -99,18 +101,20 @@ class _DescriptorCache:
 
     def vectors(self, kind: str, ids, version: ModelVersion) -> np.ndarray:
         with self._lock:
-            self._refresh(version)
+            ready = Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY)
+            since = self._seen_until.get(version.id)
+            self._store(version, ready if since is None else ready.filter(updated__gt=since))
             known = self._vectors[version.id]
+            missing = [image_id for image_id in ids if (kind, image_id) not in known]
+            if missing:  # e.g. written in the same microsecond as the last row seen
+                self._store(version, ready.filter(**{f"{kind}_id__in": missing}))
             return np.stack([known[(kind, image_id)] for image_id in ids])
 
-    def _refresh(self, version: ModelVersion) -> None:
-        rows = Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY)
-        since = self._seen_until.get(version.id)
-        if since is not None:
-            rows = rows.filter(updated__gte=since)
+    def _store(self, version: ModelVersion, rows) -> None:
         store = self._vectors.setdefault(version.id, {})
-        for row in rows.values("snapshot_id", "item_id", "wardrobe_item_id", "embedding", "updated").iterator():
-            for kind in ("snapshot", "item", "wardrobe_item"):
+        since = self._seen_until.get(version.id)
+        for row in rows.values(*(f"{kind}_id" for kind in self.KINDS), "embedding", "updated").iterator():
+            for kind in self.KINDS:
                 if row[f"{kind}_id"] is not None:
                     store[(kind, row[f"{kind}_id"])] = np.asarray(row["embedding"], dtype=np.float32)
             if since is None or row["updated"] > since:
