@@ -1,0 +1,116 @@
+"""A :class:`ml.evaluation.protocols.Ranker` built on :func:`ml.retrieval.scoring.score_matrix`.
+
+    ranker = ScoringRanker(vectors, dataset, known_look_ids, settings)
+    result = evaluate(dataset, test_look_ids, ranker)
+
+``vectors`` maps file names (snapshots, item representative files) to
+L2-normalised descriptors.  Only the links of ``known_look_ids`` are ever used
+(look transfer), and a known snapshot that is itself a query or in the gallery
+of the task is dropped, so a test look's links cannot leak even when the caller
+passes a wrong known set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ml.evaluation.dataset import LookDataset
+from ml.evaluation.protocols import ITEM_TO_SNAPSHOTS, MAX_RANKED, Ranker, Task
+
+from .scoring import ScoringSettings, normalise, score_matrix, snapshot_gallery_transfer
+
+__all__ = ["ScoringRanker"]
+
+
+class ScoringRanker(Ranker):
+    def __init__(self, vectors: Mapping[str, np.ndarray], dataset: LookDataset,
+                 known_look_ids: Iterable[int], settings: ScoringSettings | None = None):
+        self.vectors = vectors
+        self.dataset = dataset
+        self.known_look_ids = sorted(set(known_look_ids) & set(dataset.looks))
+        self.settings = settings or ScoringSettings()
+        # known snapshot name -> item representative names linked by its look
+        self._known_snapshot_items: dict[str, set[str]] = {}
+        self.item_popularity: dict[str, int] = {}  # item name -> known looks linking it
+        for look_id in self.known_look_ids:
+            look = dataset.looks[look_id]
+            linked = {dataset.item_name(key) for key in look.items}
+            for item in linked:
+                self.item_popularity[item] = self.item_popularity.get(item, 0) + 1
+            for snap in look.snapshots:
+                self._known_snapshot_items[snap] = linked
+        # known item name -> the other items its known looks link (co-occurrence), for lt_items
+        self._known_item_items: dict[str, set[str]] = {}
+        for look_id in self.known_look_ids:
+            linked = {dataset.item_name(key) for key in dataset.looks[look_id].items}
+            for item in linked:
+                self._known_item_items.setdefault(item, set()).update(linked - {item})
+
+    def _matrix(self, names: Sequence[str]) -> np.ndarray:
+        missing = [n for n in names if n not in self.vectors]
+        if missing:
+            raise KeyError(f"no vector for {len(missing)} file(s): {', '.join(missing[:5])}")
+        if not names:
+            return np.zeros((0, 1), np.float32)
+        return normalise(np.stack([np.asarray(self.vectors[n], np.float32).ravel() for n in names]))
+
+    def _known(self, exclude: set[str]) -> list[str]:
+        """Known entries for look transfer: known snapshots, plus (``settings.lt_items``) known
+        items whose links are their co-linked items; ``exclude`` names never become entries."""
+        out = [s for s in self._known_snapshot_items if s not in exclude and s in self.vectors]
+        if self.settings.lt_items:
+            out += [i for i, co in self._known_item_items.items()
+                    if co and i not in exclude and i in self.vectors]
+        return out
+
+    def _linked(self, name: str) -> set[str]:
+        got = self._known_snapshot_items.get(name)
+        return got if got is not None else self._known_item_items.get(name, set())
+
+    def _links(self, known: list[str], targets: Sequence[str]) -> np.ndarray:
+        col = {name: j for j, name in enumerate(targets)}
+        links = np.zeros((len(known), len(targets)), np.float32)
+        for i, snap in enumerate(known):
+            for item in self._linked(snap):
+                j = col.get(item)
+                if j is not None:
+                    links[i, j] = 1.0
+        return links
+
+    def scores(self, task: Task) -> np.ndarray:
+        """The ``(queries, gallery)`` score matrix of a task."""
+        s = self.settings
+        qnames = [q.name for q in task.queries]
+        q = self._matrix(qnames)
+        g = self._matrix(task.gallery)
+        # queries (and, for item -> snapshots, the gallery snapshots) are test material: never known
+        exclude = set(qnames) | (set(task.gallery) if task.direction == ITEM_TO_SNAPSHOTS else set())
+        known = self._known(exclude)
+        kvecs = self._matrix(known) if known else None
+        if task.direction == ITEM_TO_SNAPSHOTS:
+            ref = self._matrix(self._catalogue_items()) if s.csls_k > 0 else None
+            direct = score_matrix(q, g, s, gallery_reference=ref)
+            if kvecs is None:
+                return direct
+            return snapshot_gallery_transfer(q, g, direct, s, known_snapshot_vecs=kvecs,
+                                             known_links=self._links(known, qnames))
+        pop = np.array([self.item_popularity.get(n, 0) for n in task.gallery], np.float32)
+        if kvecs is None:
+            return score_matrix(q, g, s, item_popularity=pop)
+        return score_matrix(q, g, s, known_snapshot_vecs=kvecs,
+                            known_links=self._links(known, task.gallery), item_popularity=pop,
+                            gallery_reference=kvecs)
+
+    def _catalogue_items(self) -> list[str]:
+        """Every item of the data set (the indexed catalogue): the hubness reference of snapshots."""
+        return [n for n in (self.dataset.item_name(k) for k in self.dataset.items) if n in self.vectors]
+
+    def rank(self, task: Task, k: int = MAX_RANKED) -> list[list[str]]:
+        if not task.queries:
+            return []
+        if not task.gallery or k <= 0:
+            return [[] for _ in task.queries]
+        order = np.argsort(-self.scores(task), axis=1, kind="stable")[:, :k]
+        return [[task.gallery[j] for j in row] for row in order.tolist()]

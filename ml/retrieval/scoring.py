@@ -1,0 +1,167 @@
+"""One scoring function for every retrieval direction (pure numpy, no Django).
+
+Used by the evaluation ranker (:mod:`ml.retrieval.ranker`) and by the platform's
+live queries, so what is measured is what is served.
+
+    settings = ScoringSettings(look_transfer_weight=0.5)
+    scores = score_matrix(query_vecs, gallery_vecs, settings,
+                          known_snapshot_vecs=S, known_links=L)   # (Q, G)
+
+* ``query_vecs`` ``(Q, D)``, ``gallery_vecs`` ``(G, D)``: L2-normalised descriptors.
+* ``known_snapshot_vecs`` ``(S, D)``: snapshots of KNOWN looks only (the
+  catalogue's history); ``known_links`` ``(S, G)`` 0/1 (dense or scipy sparse):
+  ``L[s, g] = 1`` when a known look of snapshot ``s`` links gallery entry ``g``.
+  Never pass links of test looks / of looks the query belongs to.
+
+Steps, each optional (see :class:`ScoringSettings`):
+
+1. **DBA** on the gallery (``dba_k`` neighbours within the gallery).
+2. **query expansion**: AQE (``qe_alpha == 0``) or alpha-QE over the gallery
+   (``qe_k`` neighbours).
+3. direct score = cosine(expanded query, augmented gallery).
+4. **look transfer** (snapshot -> items): blend with
+   :func:`ml.retrieval.postprocess.look_transfer_scores` through the known
+   snapshots most similar to the query (``lt_weight``, ``lt_top_k``, ``lt_reduce``).
+5. **popularity prior** (``pop_weight``): items linked by many known looks score higher.
+
+For item -> snapshots, :func:`snapshot_gallery_transfer` is the mirror image:
+a gallery snapshot scores high for a query item when known snapshots similar to
+it belong to looks that link that item (weight ``item_transfer_weight``).
+
+    scores = score_matrix(item_vecs, snapshot_vecs, settings)          # direct (+QE/DBA)
+    scores = snapshot_gallery_transfer(item_vecs, snapshot_vecs, scores, settings,
+                                       known_snapshot_vecs=S, known_links=L_items)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from .postprocess import alpha_query_expansion, database_side_augmentation, look_transfer_scores
+
+__all__ = ["ScoringSettings", "score_matrix", "popularity_prior", "hubness", "snapshot_gallery_transfer", "normalise"]
+
+
+def normalise(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D matrix, got shape {x.shape}")
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+
+
+@dataclass
+class ScoringSettings:
+    """Post-processing settings (stored in a model's ``card.json``)."""
+
+    qe: bool = False            # query expansion over the gallery
+    qe_k: int = 2
+    qe_alpha: float = 0.0       # 0: AQE, > 0: alpha-QE
+    dba: bool = False           # database-side augmentation of the gallery
+    dba_k: int = 2
+    lt_weight: float = 0.0      # look transfer weight (snapshot -> items); 0 = off
+    lt_top_k: int = 10
+    lt_reduce: str = "max"      # "max" or "weighted"
+    lt_items: bool = False      # known items join the known snapshots (their links: co-linked items)
+    item_transfer_weight: float = 0.0  # symmetric transfer for item -> snapshots; 0 = off
+    item_transfer_top_k: int = 10  # 0: all known snapshots
+    csls_k: int = 0             # hubness correction: - csls_weight * mean top-k sim of each gallery
+    csls_weight: float = 0.5    #   vector to the reference set (the query kind); 0 = off
+    pop_weight: float = 0.0     # prior: + w * log(1 + known looks linking the item) / log(1 + max)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "ScoringSettings":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in names})
+
+
+def _expand_and_score(q: np.ndarray, g: np.ndarray, s: ScoringSettings) -> np.ndarray:
+    if s.dba and s.dba_k > 0 and len(g) > 1:
+        g = database_side_augmentation(g, s.dba_k)
+    if s.qe and s.qe_k > 0 and len(g) > 0:
+        q = alpha_query_expansion(q, g, s.qe_k, alpha=s.qe_alpha)
+    return q @ g.T
+
+
+def popularity_prior(item_popularity) -> np.ndarray:
+    """``log(1 + n) / log(1 + max n)`` of the number of known looks linking each item (0..1)."""
+    n = np.asarray(item_popularity, dtype=np.float32)
+    top = float(n.max()) if n.size else 0.0
+    return (np.log1p(n) / np.log1p(top)).astype(np.float32) if top > 0 else np.zeros_like(n)
+
+
+def hubness(vectors, reference, top_k: int) -> np.ndarray:
+    """Mean similarity of each row of ``vectors`` to its ``top_k`` nearest rows of ``reference``."""
+    from .postprocess import top_k_neighbours
+
+    if len(reference) == 0 or top_k <= 0:
+        return np.zeros(len(vectors), np.float32)
+    _, sims = top_k_neighbours(normalise(vectors), normalise(reference), top_k)
+    return sims.mean(axis=1).astype(np.float32)
+
+
+def score_matrix(query_vecs, gallery_vecs, settings: ScoringSettings | None = None,
+                 known_snapshot_vecs=None, known_links=None, item_popularity=None,
+                 gallery_reference=None) -> np.ndarray:
+    """Scores ``(Q, G)`` of snapshot -> items (or any plain query -> gallery direction).
+
+    Look transfer runs only when ``settings.lt_weight > 0`` and known snapshots
+    with links are given.  ``item_popularity`` ``(G,)``: how many known looks link
+    each gallery item; with ``settings.pop_weight > 0`` it adds
+    ``pop_weight * popularity_prior(item_popularity)`` (an item experts link often
+    is a likelier recommendation).  ``gallery_reference``: vectors of the query kind
+    (e.g. the known snapshots for an item gallery, the catalogue items for a snapshot
+    gallery); with ``settings.csls_k > 0`` each gallery entry's direct score is lowered
+    by ``csls_weight`` times its hubness (CSLS, Lample et al. 2018), so entries that are
+    close to everything stop crowding every list.  Higher is better.
+    """
+    s = settings or ScoringSettings()
+    q = normalise(query_vecs)
+    g = normalise(gallery_vecs)
+    if len(q) == 0 or len(g) == 0:
+        return np.zeros((len(q), len(g)), np.float32)
+    direct = _expand_and_score(q, g, s)
+    if s.csls_k > 0 and s.csls_weight and gallery_reference is not None:
+        direct = direct - s.csls_weight * hubness(g, gallery_reference, s.csls_k)[None, :]
+    if (s.lt_weight > 0 and known_snapshot_vecs is not None and known_links is not None
+            and len(known_snapshot_vecs) > 0):
+        links = known_links
+        if links.shape != (len(known_snapshot_vecs), len(g)):
+            raise ValueError(f"known_links shape {links.shape} != "
+                             f"({len(known_snapshot_vecs)}, {len(g)})")
+        direct = look_transfer_scores(q, normalise(known_snapshot_vecs), links, direct,
+                                      weight=s.lt_weight, top_k=s.lt_top_k, reduce=s.lt_reduce)
+    if s.pop_weight > 0 and item_popularity is not None:
+        pop = np.asarray(item_popularity).reshape(-1)
+        if pop.shape != (len(g),):
+            raise ValueError(f"item_popularity shape {pop.shape} != ({len(g)},)")
+        direct = direct + s.pop_weight * popularity_prior(pop)[None, :]
+    return direct.astype(np.float32)
+
+
+def snapshot_gallery_transfer(query_item_vecs, gallery_snapshot_vecs, direct_scores, settings,
+                              known_snapshot_vecs=None, known_links=None) -> np.ndarray:
+    """Item -> snapshots with the mirror image of look transfer.
+
+    A gallery snapshot ``s`` scores for query item ``q`` as high as the most similar
+    known snapshot ``t`` (among the ``lt_top_k`` nearest to ``s``) whose look links
+    ``q``: ``T[q, s] = max_{t in N(s), L[t, q] = 1} max(<s, t>, 0)``, i.e. the
+    transpose of :func:`look_transfer_scores` with the gallery snapshots as queries
+    and the query items as its gallery.  ``known_links`` ``(S_known, Q)``.
+    Blended as ``(1 - w) * direct + w * T`` with ``w = settings.item_transfer_weight``.
+    """
+    s = settings or ScoringSettings()
+    direct = np.asarray(direct_scores, dtype=np.float32)
+    if (s.item_transfer_weight <= 0 or known_snapshot_vecs is None or known_links is None
+            or len(known_snapshot_vecs) == 0 or direct.size == 0):
+        return direct
+    gs = normalise(gallery_snapshot_vecs)
+    blended_t = look_transfer_scores(gs, normalise(known_snapshot_vecs), known_links, direct.T,
+                                     weight=s.item_transfer_weight, top_k=s.item_transfer_top_k or None,
+                                     reduce=s.lt_reduce)
+    return np.ascontiguousarray(blended_t.T, dtype=np.float32)

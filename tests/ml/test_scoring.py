@@ -1,0 +1,142 @@
+"""Retrieval scoring and the evaluation ranker on small hand-checked cases (numpy only)."""
+
+import numpy as np
+import pytest
+
+from ml.evaluation.dataset import Look, LookDataset
+from ml.evaluation.protocols import build_tasks, evaluate
+from ml.retrieval.ranker import ScoringRanker
+from ml.retrieval.scoring import ScoringSettings, score_matrix, snapshot_gallery_transfer
+
+
+def unit(*rows):
+    m = np.asarray(rows, dtype=np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def test_plain_score_is_cosine():
+    q = unit([1, 0], [0, 1])
+    g = unit([1, 1], [1, 0], [0, 1])
+    s = score_matrix(q * 3.0, g, ScoringSettings())  # re-normalised
+    np.testing.assert_allclose(s, q @ g.T, atol=1e-6)
+
+
+def test_look_transfer_by_hand():
+    q = unit([1, 0])
+    g = unit([0, 1], [0.6, 0.8])                    # direct: 0, 0.6
+    known = unit([1, 0], [0, 1])                    # similarities 1, 0
+    links = np.array([[1, 0], [0, 1]], np.float32)  # known snapshot 0's look links item 0
+    st = ScoringSettings(lt_weight=0.5, lt_top_k=1, lt_reduce="max")
+    s = score_matrix(q, g, st, known_snapshot_vecs=known, known_links=links)
+    # item 0: 0.5*0 + 0.5*1 = 0.5 ; item 1: 0.5*0.6 + 0 = 0.3
+    np.testing.assert_allclose(s, [[0.5, 0.3]], atol=1e-6)
+    # without look transfer the order is the other way round
+    assert np.argmax(score_matrix(q, g, ScoringSettings())[0]) == 1
+    with pytest.raises(ValueError):
+        score_matrix(q, g, st, known_snapshot_vecs=known, known_links=links[:, :1])
+
+
+def test_snapshot_gallery_transfer_by_hand():
+    items = unit([1, 0, 0])                         # one query item
+    gallery = unit([0, 1, 0], [0, 0, 1])            # two gallery snapshots, direct 0 and 0
+    known = unit([0, 1, 0.1])                       # close to gallery snapshot 0
+    links = np.array([[1]], np.float32)             # its look links the query item
+    st = ScoringSettings(item_transfer_weight=0.5, lt_top_k=1)
+    direct = score_matrix(items, gallery, st)
+    s = snapshot_gallery_transfer(items, gallery, direct, st, known_snapshot_vecs=known, known_links=links)
+    assert s.shape == (1, 2)
+    assert s[0, 0] == pytest.approx(0.5 * float(known[0] @ gallery[0]), abs=1e-6)
+    assert s[0, 1] == pytest.approx(0.5 * float(known[0] @ gallery[1]), abs=1e-6)
+    assert s[0, 0] > s[0, 1]
+    off = snapshot_gallery_transfer(items, gallery, direct, ScoringSettings(), known, links)
+    np.testing.assert_allclose(off, direct)
+
+
+def test_settings_round_trip():
+    st = ScoringSettings(qe=True, qe_k=3, lt_weight=0.7)
+    assert ScoringSettings.from_dict({**st.to_dict(), "unknown": 1}) == st
+
+
+# ----------------------------------------------------------------------------- ranker
+def tiny_dataset():
+    """Known look 1 (snapshot s1, items A, B); test looks 2 (t2; item C) and 3 (t3; item D)."""
+    looks = {
+        1: Look(1, ["1_0_part.jpg"], ["A", "B"]),
+        2: Look(2, ["2_0_part.jpg"], ["C"]),
+        3: Look(3, ["3_0_part.jpg"], ["D"]),
+    }
+    items = {"A": ["1_0_reco.jpg"], "B": ["1_1_reco.jpg"], "C": ["2_0_reco.jpg"], "D": ["3_0_reco.jpg"]}
+    ds = LookDataset(root=".", looks=looks, items=items)
+    v = {
+        "1_0_part.jpg": [1, 0, 0, 0],
+        "2_0_part.jpg": [0.9, 0.1, 0, 0],     # test snapshot, similar to s1 and t3
+        "3_0_part.jpg": [0.9, 0.12, 0, 0],
+        "1_0_reco.jpg": [0, 1, 0, 0],         # A
+        "1_1_reco.jpg": [0, 0, 1, 0],         # B
+        "2_0_reco.jpg": [0.3, 0.3, 0.9, 0],   # C
+        "3_0_reco.jpg": [0.2, 0.2, 0.2, 1],   # D
+    }
+    return ds, {k: np.asarray(x, np.float32) / np.linalg.norm(x) for k, x in v.items()}
+
+
+def test_ranker_uses_known_links_only():
+    ds, vecs = tiny_dataset()
+    st = ScoringSettings(lt_weight=0.9, lt_top_k=5, lt_reduce="max")
+    s2i = build_tasks(ds, {2, 3})[0]
+    ranker = ScoringRanker(vecs, ds, known_look_ids=[1], settings=st)
+    ranked = ranker.rank(s2i)
+    # query t2: known s1 is similar, its look links A and B -> they move to the top
+    assert set(ranked[0][:2]) == {"1_0_reco.jpg", "1_1_reco.jpg"}
+    # if the ranker had used test look 3's links, t2 (very similar to t3) would get D on top
+    leaky = ScoringRanker(vecs, ds, known_look_ids=[1, 3], settings=st)
+    # the ranker drops known snapshots that are queries of the task, so even a wrong known set
+    # cannot leak the test look's links
+    assert leaky.rank(s2i) == ranked
+
+
+def test_test_links_would_change_ranking():
+    """The construction above is meaningful: with test look 3's snapshot as a known snapshot
+    (under another name), item D jumps to the top for query t2."""
+    ds, vecs = tiny_dataset()
+    st = ScoringSettings(lt_weight=0.9, lt_top_k=5, lt_reduce="max")
+    s2i = build_tasks(ds, {2, 3})[0]
+    q = np.stack([vecs["2_0_part.jpg"]])
+    g = np.stack([vecs[n] for n in s2i.gallery])
+    known = np.stack([vecs["3_0_part.jpg"]])
+    links = np.array([[n == "3_0_reco.jpg" for n in s2i.gallery]], np.float32)
+    leak = score_matrix(q, g, st, known_snapshot_vecs=known, known_links=links)
+    assert s2i.gallery[int(np.argmax(leak[0]))] == "3_0_reco.jpg"
+    honest = ScoringRanker(vecs, ds, known_look_ids=[1], settings=st).rank(s2i)
+    assert honest[0][0] != "3_0_reco.jpg"
+
+
+def test_ranker_evaluate_runs_all_directions():
+    ds, vecs = tiny_dataset()
+    st = ScoringSettings(lt_weight=0.5, qe=True, qe_k=1, dba=True, dba_k=1, item_transfer_weight=0.5)
+    res = evaluate(ds, {2, 3}, ScoringRanker(vecs, ds, known_look_ids=[1], settings=st))
+    assert set(res.metrics) == {"snapshot_to_items", "item_to_snapshots", "snapshot_to_unseen_items"}
+    for m in res.metrics.values():
+        assert m["queries"] > 0 and 0.0 <= m["mAP@100"] <= 1.0
+    # plain settings == the protocol's cosine ranker
+    from ml.evaluation.protocols import CosineRanker
+
+    a = evaluate(ds, {2, 3}, ScoringRanker(vecs, ds, known_look_ids=[1])).metrics
+    b = evaluate(ds, {2, 3}, CosineRanker(vecs)).metrics
+    assert a == b
+
+
+def test_lt_items_transfers_co_linked_items():
+    """lt_items: a known item close to the query passes on the items its known looks link with it."""
+    looks = {1: Look(1, ["1_0_part.jpg"], ["A", "B"]), 2: Look(2, ["2_0_part.jpg"], ["C"])}
+    items = {"A": ["1_0_reco.jpg"], "B": ["1_1_reco.jpg"], "C": ["2_0_reco.jpg"]}
+    ds = LookDataset(root=".", looks=looks, items=items)
+    v = {"1_0_part.jpg": [0, 0, 1], "2_0_part.jpg": [1, 0, 0],
+         "1_0_reco.jpg": [0.9, 0.1, 0], "1_1_reco.jpg": [0, 1, 0], "2_0_reco.jpg": [0.5, 0.5, 0.1]}
+    v = {k: np.asarray(x, np.float32) / np.linalg.norm(x) for k, x in v.items()}
+    s2i = build_tasks(ds, {2})[0]
+    base = ScoringSettings(lt_weight=0.9, lt_top_k=5, lt_reduce="max")
+    # the query is far from known snapshot 1_0 but close to known item A, co-linked with B
+    off = ScoringRanker(v, ds, [1], base).scores(s2i)[0]
+    on = ScoringRanker(v, ds, [1], ScoringSettings(**{**base.to_dict(), "lt_items": True})).scores(s2i)[0]
+    b = s2i.gallery.index("1_1_reco.jpg")
+    assert on[b] > off[b] + 0.5

@@ -1,0 +1,144 @@
+"""Feature cache, a tiny real training run on a few looks of the sample data, the model directory, resume."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml.embedding import CGDEmbedder, ModelDirError, load_embedder
+from ml.evaluation.dataset import LookDataset
+from ml.training.feature_cache import FeatureCache, augment
+from ml.training.trainer import TrainConfig, subset_dataset, train, train_with_selection
+
+DEV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "musinsa" / "dev"
+LOOKS = (0, 1, 2, 3, 4, 6, 7)
+TEST = {7}
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    if not DEV.is_dir():
+        pytest.fail(f"the sample catalogue is missing: {DEV}")
+    full = LookDataset.from_folder(DEV)
+    looks = [i for i in LOOKS if i in full.looks]
+    assert len(looks) == len(LOOKS)
+    return subset_dataset(full, looks)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+def config(**kw):
+    base = dict(backbone="lite0", epochs=2, P=2, K=2, descriptor_dim=64, views=2, patience=5, seed=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_augment_views_are_deterministic():
+    from PIL import Image
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    key = "ab" * 32
+    v0 = augment(img, 0, key, 16)
+    from ml.images import to_input_array
+
+    np.testing.assert_array_equal(v0, to_input_array(img, 16))
+    np.testing.assert_array_equal(augment(img, 1, key, 16), augment(img, 1, key, 16))
+    assert not np.array_equal(augment(img, 1, key, 16), augment(img, 2, key, 16))
+
+
+def test_feature_cache_keyed_and_reused(dataset, models_dir, tmp_path):
+    names = dataset.snapshot_names()[:2] + [dataset.item_name(k) for k in list(dataset.items)[:2]]
+    paths = [str(dataset.root / n) for n in names]
+    bad = tmp_path / "9_0_part.jpg"
+    bad.write_bytes(b"not an image")
+    cache = FeatureCache(models_dir / "features", "lite0")
+    maps, errors = cache.features(paths + [str(bad)], views=(0, 1))
+    assert cache.computed == 2 * len(paths)
+    assert list(errors) == [str(bad)] and "9_0_part.jpg" in errors[str(bad)]
+    assert set(maps) == {(p, v) for p in paths for v in (0, 1)}
+    m = maps[(paths[0], 0)]
+    assert m.shape == (7, 7, 1280) and m.dtype == np.float16
+    assert not np.array_equal(maps[(paths[0], 0)], maps[(paths[0], 1)])
+    # keyed by content: a second object computes nothing and reads the same arrays
+    again = FeatureCache(models_dir / "features", "lite0")
+    maps2, _ = again.features(paths, views=(0, 1))
+    assert again.computed == 0
+    np.testing.assert_array_equal(maps2[(paths[1], 1)], maps[(paths[1], 1)])
+    # a copy of the same bytes under another name hits the same entry
+    copy = tmp_path / "x.jpg"
+    copy.write_bytes(Path(paths[0]).read_bytes())
+    maps3, _ = again.features([str(copy)], views=(0,))
+    assert again.computed == 0
+    np.testing.assert_array_equal(maps3[(str(copy), 0)], maps[(paths[0], 0)])
+    # the plain view is the untrained embedder's input: average pooling equals its descriptor
+    emb = load_embedder("untrained-lite0", models_dir)
+    _, vec, _ = emb.embed_files(paths[:1])
+    pooled = m.astype(np.float32).mean(axis=(0, 1))
+    np.testing.assert_allclose(pooled / np.linalg.norm(pooled), vec[0], atol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, models_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "model"
+    logs = []
+    card = train_with_selection(dataset, out, models_dir / "features", config(), test_look_ids=TEST,
+                                progress=False, log=logs.append)
+    return out, card, logs
+
+
+def test_training_writes_a_loadable_model_dir(trained, dataset):
+    out, card, logs = trained
+    assert (out / "model.keras").is_file() and (out / "card.json").is_file()
+    assert (out / "history.json").is_file() and (out / "training_curve.png").is_file()
+    on_disk = json.loads((out / "card.json").read_text())
+    assert on_disk == card
+    assert card["backbone"] == "lite0" and card["input_size"] == 224 and card["descriptor_dim"] == 64
+    assert card["loss"] == "arcface+classification"
+    assert len(card["training_data_sha256"]) == 64
+    assert card["excluded_test_looks"] == sorted(TEST)
+    assert card["epochs_trained"] >= 1 and card["validation_metrics"]["snapshot_to_items"]["queries"] > 0
+    assert set(card["postprocessing"]) >= {"lt_weight", "qe", "dba"}
+    assert any("post-processing chosen" in m for m in logs)
+
+    emb = load_embedder(str(out))
+    assert isinstance(emb, CGDEmbedder) and emb.dim == card["descriptor_dim"]
+    files = [dataset.root / n for n in dataset.snapshot_names()[:2]]
+    files.append(dataset.root / dataset.item_name(next(iter(dataset.items))))
+    ok, vecs, errors = emb.embed_files(files)
+    assert not errors and vecs.shape == (3, 64)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+
+
+def test_bad_model_dirs(tmp_path):
+    with pytest.raises(ModelDirError, match="not found"):
+        CGDEmbedder(tmp_path / "missing")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "card.json").write_text("{not json")
+    (tmp_path / "m" / "model.keras").write_bytes(b"junk")
+    with pytest.raises(ModelDirError, match="card"):
+        CGDEmbedder(tmp_path / "m")
+    (tmp_path / "m" / "card.json").write_text(json.dumps({"descriptor_dim": 8, "input_size": 224}))
+    with pytest.raises(ModelDirError, match="cannot load"):
+        CGDEmbedder(tmp_path / "m")
+
+
+def test_resume_continues_from_the_checkpoint(dataset, models_dir, tmp_path):
+    looks = sorted(set(dataset.looks) - TEST)
+    train_ids, val_ids = looks[:-1], looks[-1:]
+    first = train(dataset, train_ids, tmp_path / "a", models_dir / "features", config(epochs=2),
+                  val_look_ids=val_ids, progress=False, log=lambda m: None)
+    assert [h["epoch"] for h in first.history] == [1, 2]
+    logs = []
+    second = train(dataset, train_ids, tmp_path / "a", models_dir / "features", config(epochs=3),
+                   val_look_ids=val_ids, resume=True, progress=False, log=logs.append)
+    assert any("resumed" in m for m in logs)
+    assert [h["epoch"] for h in second.history] == [1, 2, 3]
+    assert second.history[:2] == first.history  # not retrained
+    # same seed, uninterrupted 3 epochs: the same final loss (deterministic batches and state)
+    straight = train(dataset, train_ids, tmp_path / "b", models_dir / "features", config(epochs=3),
+                     val_look_ids=val_ids, progress=False, log=lambda m: None)
+    assert straight.history[2]["loss"] == pytest.approx(second.history[2]["loss"], rel=1e-4)
