@@ -16,7 +16,7 @@ from recommender.services.training import refresh_training_job
 from tests.conftest import copy_looks, wait_until
 
 LOOKS = (0, 5, 6, 10, 15, 20, 22, 25, 149, 288, 30, 35)
-TINY = TrainConfig(epochs=2, P=4, K=2, views=1, patience=1, descriptor_dim=64)
+TINY = TrainConfig(backbone="lite0", epochs=2, P=4, K=2, views=1, patience=1, descriptor_dim=64)
 
 
 @pytest.fixture
