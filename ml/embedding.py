@@ -43,8 +43,21 @@ class Embedder:
     model_batch_size: int = 8  # images per forward pass inside embed_batch (subclasses)
 
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
-        """(n, size, size, 3) preprocessed float32 -> (n, dim) float32, rows L2-normalised."""
-        raise NotImplementedError
+        """(n, size, size, 3) preprocessed float32 -> (n, dim) float32, rows L2-normalised.
+
+        Subclasses set ``self._embed``: a compiled function from such a batch to the normalised descriptors."""
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(
+                f"{self.name}: expected a batch of shape (n, {self.input_size}, "
+                f"{self.input_size}, 3), got {batch.shape}")
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        # small forward batches use the CPU caches better (~25% less CPU per image
+        # than one batch of 32 on the 2-core box); results do not depend on it
+        step = max(1, int(self.model_batch_size))
+        outs = [self._embed(batch[i:i + step]).numpy() for i in range(0, len(batch), step)]
+        return np.concatenate(outs).astype(np.float32, copy=False)
 
     def _load(self, path) -> np.ndarray:
         return load_input_array(path, self.input_size)
@@ -144,20 +157,6 @@ class UntrainedEmbedder(Embedder):
 
         self._embed = _embed
 
-    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or batch.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(
-                f"{self.name}: expected a batch of shape (n, {self.input_size}, "
-                f"{self.input_size}, 3), got {batch.shape}")
-        if len(batch) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        # small forward batches use the CPU caches better (~25% less CPU per image
-        # than one batch of 32 on the 2-core box); results do not depend on it
-        step = max(1, int(self.model_batch_size))
-        outs = [self._embed(batch[i:i + step]).numpy() for i in range(0, len(batch), step)]
-        return np.concatenate(outs).astype(np.float32, copy=False)
-
 
 class ModelDirError(ValueError):
     """A trained model directory is missing, incomplete or corrupt (message names it)."""
@@ -208,20 +207,6 @@ class CGDEmbedder(Embedder):
             return tf.math.l2_normalize(model(batch, training=False), axis=1, epsilon=1e-24)
 
         self._embed = _embed
-
-    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or batch.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(
-                f"{self.name}: expected a batch of shape (n, {self.input_size}, "
-                f"{self.input_size}, 3), got {batch.shape}")
-        if len(batch) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        # small forward batches use the CPU caches better (~25% less CPU per image
-        # than one batch of 32 on the 2-core box); results do not depend on it
-        step = max(1, int(self.model_batch_size))
-        outs = [self._embed(batch[i:i + step]).numpy() for i in range(0, len(batch), step)]
-        return np.concatenate(outs).astype(np.float32, copy=False)
 
 
 def load_embedder(spec, cache_dir=None) -> Embedder:

@@ -25,14 +25,8 @@ ReLU6, 1280 channels) is the layer named ``"top_activation"``; with
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
-# TensorFlow leaves its oneDNN kernels off on CPUs without AVX-512 (e.g. the AMD
-# EPYC boxes we run on); with them on, this model needs ~half the CPU time per
-# image.  Only effective if TensorFlow is not imported yet; set
-# TF_ENABLE_ONEDNN_OPTS=0 to opt out.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
 import numpy as np

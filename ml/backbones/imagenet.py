@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import keras
+
 import numpy as np
+
+from ml.files import atomic_target
 
 from .efficientnet_lite import FEATURE_LAYER, VARIANTS, block_configs, build_efficientnet_lite
 from .torch_pickle import load_legacy_state_dict
@@ -123,20 +124,8 @@ def port_state_dict(model: keras.Model, state: dict[str, np.ndarray], variant: s
 
 
 def _atomic_save_weights(model: keras.Model, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp.weights.h5",
-                               dir=str(target.parent))
-    os.close(fd)
-    try:
-        os.unlink(tmp)  # let Keras create it fresh
+    with atomic_target(target, ".weights.h5") as tmp:
         model.save_weights(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def load_imagenet_efficientnet_lite(variant: str = "lite0", cache_dir=None) -> keras.Model:

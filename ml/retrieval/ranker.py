@@ -79,6 +79,12 @@ class ScoringRanker(Ranker):
                     links[i, j] = 1.0
         return links
 
+    def _item_links(self, known: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors of the items known looks link, ``(len(known), n)`` links of the known entries to
+        them): what :func:`ml.retrieval.scoring.soft_links` needs."""
+        items = sorted(i for i in self.item_popularity if i in self.vectors)
+        return self._matrix(items), self._links(known, items)
+
     def scores(self, task: Task) -> np.ndarray:
         """The ``(queries, gallery)`` score matrix of a task."""
         s = self.settings
@@ -94,14 +100,17 @@ class ScoringRanker(Ranker):
             direct = score_matrix(q, g, s, gallery_reference=ref)
             if kvecs is None:
                 return direct
+            ivecs, ilinks = self._item_links(known) if s.item_transfer_soft_power > 0 else (None, None)
             return snapshot_gallery_transfer(q, g, direct, s, known_snapshot_vecs=kvecs,
-                                             known_links=self._links(known, qnames))
+                                             known_links=self._links(known, qnames),
+                                             known_item_vecs=ivecs, known_item_links=ilinks)
         pop = np.array([self.item_popularity.get(n, 0) for n in task.gallery], np.float32)
         if kvecs is None:
             return score_matrix(q, g, s, item_popularity=pop)
+        ivecs, ilinks = self._item_links(known) if s.lt_soft_power > 0 else (None, None)
         return score_matrix(q, g, s, known_snapshot_vecs=kvecs,
                             known_links=self._links(known, task.gallery), item_popularity=pop,
-                            gallery_reference=kvecs)
+                            gallery_reference=kvecs, known_item_vecs=ivecs, known_item_links=ilinks)
 
     def _catalogue_items(self) -> list[str]:
         """Every item of the data set (the indexed catalogue): the hubness reference of snapshots."""

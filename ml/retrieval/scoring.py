@@ -41,7 +41,8 @@ import numpy as np
 
 from .postprocess import alpha_query_expansion, database_side_augmentation, look_transfer_scores
 
-__all__ = ["ScoringSettings", "score_matrix", "popularity_prior", "hubness", "snapshot_gallery_transfer", "normalise"]
+__all__ = ["ScoringSettings", "score_matrix", "popularity_prior", "hubness", "snapshot_gallery_transfer", "normalise",
+           "soft_links"]
 
 
 def normalise(x) -> np.ndarray:
@@ -70,6 +71,8 @@ class ScoringSettings:
     csls_k: int = 0             # hubness correction: - csls_weight * mean top-k sim of each gallery
     csls_weight: float = 0.5    #   vector to the reference set (the query kind); 0 = off
     pop_weight: float = 0.0     # prior: + w * log(1 + known looks linking the item) / log(1 + max)
+    lt_soft_power: float = 0.0  # soft look transfer links (snapshot -> items); 0 = off, see soft_links
+    item_transfer_soft_power: float = 0.0  # soft links for the item -> snapshots transfer; 0 = off
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,9 +108,31 @@ def hubness(vectors, reference, top_k: int) -> np.ndarray:
     return sims.mean(axis=1).astype(np.float32)
 
 
+def soft_links(known_item_links, known_item_vecs, target_vecs, power: float) -> np.ndarray:
+    """Soft look-transfer links ``(S, G)``: how well a known snapshot's look matches each target item.
+
+    ``known_item_links`` ``(S, I)`` 0/1: known snapshot ``s``'s look links known item ``j``;
+    ``known_item_vecs`` ``(I, D)``, ``target_vecs`` ``(G, D)``.  ``A[s, g] = max_{j: L[s, j] = 1}
+    max(<j, g>, 0) ** power`` (0 for a snapshot with no linked item): a target item that is (a copy of)
+    a linked item gets 1, one that resembles a linked item gets less, so items no known look links
+    still receive transferred scores.  Larger ``power`` is sharper (``inf`` would be the hard links).
+    """
+    links = known_item_links.toarray() if hasattr(known_item_links, "toarray") else np.asarray(known_item_links)
+    n_s = links.shape[0]
+    out = np.zeros((n_s, len(target_vecs)), np.float32)
+    if n_s == 0 or len(target_vecs) == 0 or links.shape[1] == 0:
+        return out
+    sims = np.maximum(normalise(known_item_vecs) @ normalise(target_vecs).T, 0.0) ** float(power)
+    for i in range(n_s):
+        cols = np.flatnonzero(links[i])
+        if len(cols):
+            out[i] = sims[cols].max(axis=0)
+    return out
+
+
 def score_matrix(query_vecs, gallery_vecs, settings: ScoringSettings | None = None,
                  known_snapshot_vecs=None, known_links=None, item_popularity=None,
-                 gallery_reference=None) -> np.ndarray:
+                 gallery_reference=None, known_item_vecs=None, known_item_links=None) -> np.ndarray:
     """Scores ``(Q, G)`` of snapshot -> items (or any plain query -> gallery direction).
 
     Look transfer runs only when ``settings.lt_weight > 0`` and known snapshots
@@ -118,7 +143,10 @@ def score_matrix(query_vecs, gallery_vecs, settings: ScoringSettings | None = No
     (e.g. the known snapshots for an item gallery, the catalogue items for a snapshot
     gallery); with ``settings.csls_k > 0`` each gallery entry's direct score is lowered
     by ``csls_weight`` times its hubness (CSLS, Lample et al. 2018), so entries that are
-    close to everything stop crowding every list.  Higher is better.
+    close to everything stop crowding every list.  ``known_item_vecs`` ``(I, D)`` and
+    ``known_item_links`` ``(S, I)`` (known snapshot -> known items its look links): with
+    ``settings.lt_soft_power > 0`` look transfer uses :func:`soft_links` to the gallery instead of
+    ``known_links``.  Higher is better.
     """
     s = settings or ScoringSettings()
     q = normalise(query_vecs)
@@ -131,6 +159,8 @@ def score_matrix(query_vecs, gallery_vecs, settings: ScoringSettings | None = No
     if (s.lt_weight > 0 and known_snapshot_vecs is not None and known_links is not None
             and len(known_snapshot_vecs) > 0):
         links = known_links
+        if s.lt_soft_power > 0 and known_item_vecs is not None and known_item_links is not None:
+            links = soft_links(known_item_links, known_item_vecs, g, s.lt_soft_power)
         if links.shape != (len(known_snapshot_vecs), len(g)):
             raise ValueError(f"known_links shape {links.shape} != "
                              f"({len(known_snapshot_vecs)}, {len(g)})")
@@ -145,7 +175,8 @@ def score_matrix(query_vecs, gallery_vecs, settings: ScoringSettings | None = No
 
 
 def snapshot_gallery_transfer(query_item_vecs, gallery_snapshot_vecs, direct_scores, settings,
-                              known_snapshot_vecs=None, known_links=None) -> np.ndarray:
+                              known_snapshot_vecs=None, known_links=None, known_item_vecs=None,
+                              known_item_links=None) -> np.ndarray:
     """Item -> snapshots with the mirror image of look transfer.
 
     A gallery snapshot ``s`` scores for query item ``q`` as high as the most similar
@@ -154,6 +185,9 @@ def snapshot_gallery_transfer(query_item_vecs, gallery_snapshot_vecs, direct_sco
     transpose of :func:`look_transfer_scores` with the gallery snapshots as queries
     and the query items as its gallery.  ``known_links`` ``(S_known, Q)``.
     Blended as ``(1 - w) * direct + w * T`` with ``w = settings.item_transfer_weight``.
+    With ``settings.item_transfer_soft_power > 0`` and ``known_item_vecs`` / ``known_item_links``
+    ``(S_known, I)`` given, ``L`` is replaced by :func:`soft_links` to the query items: a known
+    snapshot counts for ``q`` as much as its look's best-matching item resembles ``q``.
     """
     s = settings or ScoringSettings()
     direct = np.asarray(direct_scores, dtype=np.float32)
@@ -161,7 +195,10 @@ def snapshot_gallery_transfer(query_item_vecs, gallery_snapshot_vecs, direct_sco
             or len(known_snapshot_vecs) == 0 or direct.size == 0):
         return direct
     gs = normalise(gallery_snapshot_vecs)
-    blended_t = look_transfer_scores(gs, normalise(known_snapshot_vecs), known_links, direct.T,
+    links = known_links
+    if s.item_transfer_soft_power > 0 and known_item_vecs is not None and known_item_links is not None:
+        links = soft_links(known_item_links, known_item_vecs, query_item_vecs, s.item_transfer_soft_power)
+    blended_t = look_transfer_scores(gs, normalise(known_snapshot_vecs), links, direct.T,
                                      weight=s.item_transfer_weight, top_k=s.item_transfer_top_k or None,
                                      reduce=s.lt_reduce)
     return np.ascontiguousarray(blended_t.T, dtype=np.float32)

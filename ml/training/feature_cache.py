@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
 from PIL import Image, ImageEnhance
+
+from ml.files import atomic_target
 
 from ml.images import ImageError, load_rgb, preprocess_array
 
@@ -190,15 +192,5 @@ class FeatureCache:
 
     @staticmethod
     def _save(target: Path, array: np.ndarray) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.npy", dir=str(target.parent))
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, array)
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_target(target, ".npy") as tmp:
+            np.save(tmp, array)
