@@ -6,7 +6,7 @@ import pytest
 from ml.evaluation.dataset import Look, LookDataset
 from ml.evaluation.protocols import build_tasks, evaluate
 from ml.retrieval.ranker import ScoringRanker
-from ml.retrieval.scoring import ScoringSettings, score_matrix, snapshot_gallery_transfer
+from ml.retrieval.scoring import ScoringSettings, score_matrix, snapshot_gallery_transfer, soft_links
 
 
 def unit(*rows):
@@ -140,3 +140,47 @@ def test_lt_items_transfers_co_linked_items():
     on = ScoringRanker(v, ds, [1], ScoringSettings(**{**base.to_dict(), "lt_items": True})).scores(s2i)[0]
     b = s2i.gallery.index("1_1_reco.jpg")
     assert on[b] > off[b] + 0.5
+
+
+def test_soft_links_by_hand():
+    known_items = unit([1, 0], [0, 1])                 # items j0, j1
+    links = np.array([[1, 0], [1, 1], [0, 0]], np.float32)  # snapshot 0: j0; 1: j0+j1; 2: none
+    targets = unit([1, 0], [0.6, 0.8], [-1, 0])        # cosines to j0: 1, 0.6, -1; to j1: 0, 0.8, 0
+    a = soft_links(links, known_items, targets, power=2.0)
+    np.testing.assert_allclose(a, [[1.0, 0.36, 0.0],
+                                   [1.0, 0.64, 0.0],
+                                   [0.0, 0.0, 0.0]], atol=1e-6)
+
+
+def test_soft_item_transfer_reaches_unlinked_items():
+    """A query item no known look links gets transfer through a known look's similar item."""
+    q = unit([0.6, 0.8, 0, 0])                         # query item, cos 0.6 to known item j
+    gallery = unit([0, 0, 1, 0], [0, 0, 0, 1])         # two gallery snapshots, direct 0 and 0
+    known = unit([0, 0, 1, 0])                         # known snapshot = gallery snapshot 0
+    item_vecs = unit([1, 0, 0, 0])                     # its look links item j
+    hard = np.zeros((1, 1), np.float32)                # ... but not the query item
+    direct = score_matrix(q, gallery, ScoringSettings())
+    st = ScoringSettings(item_transfer_weight=0.5, item_transfer_top_k=1, lt_reduce="max")
+    off = snapshot_gallery_transfer(q, gallery, direct, st, known, hard,
+                                    known_item_vecs=item_vecs, known_item_links=np.ones((1, 1)))
+    np.testing.assert_allclose(off, [[0.0, 0.0]], atol=1e-6)  # soft power 0 (default): hard links
+    st = ScoringSettings(**{**st.to_dict(), "item_transfer_soft_power": 2.0})
+    on = snapshot_gallery_transfer(q, gallery, direct, st, known, hard,
+                                   known_item_vecs=item_vecs, known_item_links=np.ones((1, 1)))
+    # snapshot 0: 0.5 * 0 + 0.5 * (sim 1 * 0.6 ** 2) = 0.18; snapshot 1: not a neighbour of it
+    np.testing.assert_allclose(on, [[0.18, 0.0]], atol=1e-6)
+
+
+def test_soft_look_transfer_in_ranker():
+    """lt_soft_power: an item no known look links (D) gets transfer through a similar known item."""
+    ds, vecs = tiny_dataset()
+    vecs = {**vecs, "3_0_reco.jpg": vecs["1_0_reco.jpg"] * 0.8 + 0.6 * np.eye(4, dtype=np.float32)[3]}
+    s2i = build_tasks(ds, {2, 3})[0]
+    base = ScoringSettings(lt_weight=0.9, lt_top_k=5, lt_reduce="max")
+    off = ScoringRanker(vecs, ds, [1], base).scores(s2i)
+    on = ScoringRanker(vecs, ds, [1], ScoringSettings(**{**base.to_dict(), "lt_soft_power": 1.0})).scores(s2i)
+    d = s2i.gallery.index("3_0_reco.jpg")
+    a = s2i.gallery.index("1_0_reco.jpg")
+    np.testing.assert_allclose(on[:, a], off[:, a], atol=1e-6)  # linked items: unchanged
+    # D: cos(D, A) = 0.8, transferred with the query's similarity to s1 (> 0.99)
+    assert np.all(on[:, d] > off[:, d] + 0.9 * 0.8 * 0.99 - 1e-6)
