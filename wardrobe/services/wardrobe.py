@@ -6,6 +6,7 @@ suggestions queues `wardrobe.tasks.recompute_suggestions` for that user once the
 import logging
 
 import numpy as np
+from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
@@ -171,6 +172,8 @@ def delete_wardrobe_item(user, item_id) -> None:
     item = WardrobeItem.objects.get(pk=item_id, owner=user)
     storage, name = item.image.storage, item.image.name
     with transaction.atomic():
+        # the lock suggestions.recompute takes: a recomputation running now must not link the item meanwhile
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
         item.delete()
         schedule_suggestions(user.pk)
         if name and not WardrobeItem.objects.filter(image=name).exists():
