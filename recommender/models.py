@@ -6,7 +6,6 @@ model version: it carries the embedding status (pending / ready / failed with th
 vector. Vector sizes differ between model versions, so the column is an untyped pgvector `vector`; each version
 gets its own partial HNSW indexes on a cast to its size (see recommender.services.versions).
 """
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from pgvector.django import VectorField

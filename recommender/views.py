@@ -12,6 +12,7 @@ from recommender.models import Category, Look, ModelVersion, Style
 from recommender.services.health import health_report
 from recommender.services.search import search_items, search_looks
 from recommender.services.uploads import UploadError, check_upload
+from wardrobe.services.wardrobe import liked_look_ids
 
 DEFAULT_K = 6
 MAX_K = 48
@@ -31,14 +32,6 @@ def taxonomy():
         "categories": list(Category.objects.order_by("id").values_list("name", flat=True)),
         "styles": list(Style.objects.order_by("id").values_list("name", flat=True)),
     }
-
-
-def liked_look_ids(user) -> set[int]:
-    if not user.is_authenticated:
-        return set()
-    from wardrobe.models import LikedLook
-
-    return set(LikedLook.objects.filter(user=user).values_list("look_id", flat=True))
 
 
 # --- search ---------------------------------------------------------------------------------------------------
@@ -124,30 +117,12 @@ def _run_search(request, tab: str):
     if _wants_json(request):
         if error:
             return JsonResponse({"error": error}, status=status)
-        return JsonResponse({"results": [_result_json(tab, result) for result in results]})
+        return JsonResponse({"results": [result.as_dict(lambda field: field.url) for result in results]})
     context = _search_context(
         request, tab, values=values, error=error, results=results, query_image=query_image,
         liked=liked_look_ids(request.user),
     )
     return render(request, "recommender/search.html", context, status=status)
-
-
-def _result_json(tab: str, result) -> dict:
-    if tab == "items":
-        item = result.item
-        return {
-            "item_id": item.id,
-            "image_url": item.image.url,
-            "score": round(result.score, 4),
-            "category": item.category.name if item.category else None,
-        }
-    look = result.look
-    return {
-        "look_id": look.id,
-        "snapshot_url": result.snapshot.image.url,
-        "score": round(result.score, 4),
-        "style": look.style.name if look.style else None,
-    }
 
 
 @require_http_methods(["GET", "POST"])

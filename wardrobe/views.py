@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from recommender.models import Look
 from recommender.services.uploads import UploadError
-from recommender.views import liked_look_ids, taxonomy
+from recommender.views import taxonomy
 from wardrobe.forms import RegisterForm, WardrobeUploadForm
 from wardrobe.models import WardrobeItem
 
@@ -179,7 +179,7 @@ def suggestions_page(request):
         "style": style,
         "category": category,
         "saved": saved,
-        "liked": liked_look_ids(request.user),
+        "liked": _wardrobe().liked_look_ids(request.user),
         "wardrobe_size": WardrobeItem.objects.filter(owner=request.user).count(),
         **names,
     }

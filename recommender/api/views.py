@@ -106,19 +106,7 @@ class ItemSearchView(_SearchView):
         upload = checked_image(serializer)
         data = serializer.validated_data
         results = search_items(upload.image, k=data.get("k", 6), category=data.get("category") or None)
-        return Response(
-            {
-                "results": [
-                    {
-                        "item_id": r.item.id,
-                        "image_url": absolute_url(request, r.item.image),
-                        "score": r.score,
-                        "category": r.item.category.name if r.item.category_id else None,
-                    }
-                    for r in results
-                ]
-            }
-        )
+        return Response({"results": [r.as_dict(lambda field: absolute_url(request, field)) for r in results]})
 
 
 class LookSearchView(_SearchView):
@@ -131,19 +119,7 @@ class LookSearchView(_SearchView):
         upload = checked_image(serializer)
         data = serializer.validated_data
         results = search_looks(upload.image, k=data.get("k", 6), style=data.get("style") or None)
-        return Response(
-            {
-                "results": [
-                    {
-                        "look_id": r.look.id,
-                        "snapshot_url": absolute_url(request, r.snapshot.image),
-                        "score": r.score,
-                        "style": r.look.style.name if r.look.style_id else None,
-                    }
-                    for r in results
-                ]
-            }
-        )
+        return Response({"results": [r.as_dict(lambda field: absolute_url(request, field)) for r in results]})
 
 
 class ReembedView(APIView):

@@ -60,12 +60,22 @@ class ItemResult:
     item: "Item"
     score: float
 
+    def as_dict(self, url) -> dict:
+        """The result as the API (and the search page's JSON variant) answers it; `url(image_field)` -> URL."""
+        category = self.item.category.name if self.item.category_id else None
+        return {"item_id": self.item.id, "image_url": url(self.item.image), "score": self.score, "category": category}
+
 
 @dataclass(frozen=True)
 class LookResult:
     look: "Look"
     snapshot: "Snapshot"  # the look's snapshot closest to the query
     score: float
+
+    def as_dict(self, url) -> dict:
+        """The result as the API (and the search page's JSON variant) answers it; `url(image_field)` -> URL."""
+        style = self.look.style.name if self.look.style_id else None
+        return {"look_id": self.look.id, "snapshot_url": url(self.snapshot.image), "score": self.score, "style": style}
 
 
 def embed_query(image) -> np.ndarray:

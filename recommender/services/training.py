@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from recommender.models import Look, ModelVersion, TrainingJob

@@ -203,6 +203,9 @@ def unlike_look(user, look_id) -> bool:
 
 
 def liked_look_ids(user) -> set[int]:
+    """The ids of the looks the user liked; none for an anonymous visitor."""
+    if not user.is_authenticated:
+        return set()
     return set(LikedLook.objects.filter(user=user).values_list("look_id", flat=True))
 
 
