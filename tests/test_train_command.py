@@ -22,7 +22,7 @@ def trained(sample_dir, tmp_path_factory):
     test_file.write_text("\n".join(map(str, TEST_LOOKS)) + "\n")
     out, err = StringIO(), StringIO()
     call_command("train_cgd", data=str(folder), out=str(root / "model"), test_looks=str(test_file),
-                 epochs=2, batch_size=8, views=1, backbone="lite0", stdout=out, stderr=err, verbosity=0)
+                 epochs=2, batch_size=8, views=1, backbone="lite0", ensemble=1, stdout=out, stderr=err, verbosity=0)
     return folder, test_file, root / "model", out.getvalue(), err.getvalue()
 
 

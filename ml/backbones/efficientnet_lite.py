@@ -33,7 +33,8 @@ import numpy as np
 from keras import layers
 
 __all__ = ["VARIANTS", "Variant", "BLOCK_GROUPS", "build_efficientnet_lite", "block_configs",
-           "FEATURE_LAYER", "FEATURE_DIM", "BN_EPSILON", "fold_batchnorm"]
+           "FEATURE_LAYER", "FEATURE_DIM", "BN_EPSILON", "fold_batchnorm", "last_stage_blocks",
+           "last_stage_input_layer", "split_last_stage"]
 
 FEATURE_LAYER = "top_activation"
 FEATURE_DIM = 1280
@@ -178,14 +179,61 @@ def build_efficientnet_lite(variant="lite0", include_top: bool = True,
     x = layers.ReLU(6.0, name="stem_activation")(x)
     for cfg in block_configs(v):
         x = _mbconv(x, cfg, fold_bn)
-    x = layers.Conv2D(HEAD_FILTERS, 1, padding="same", use_bias=fold_bn, name="top_conv")(x)
-    x = _bn("top_bn", fold_bn)(x)
-    x = layers.ReLU(6.0, name=FEATURE_LAYER)(x)
+    x = _head_conv(x, fold_bn)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dropout(v.dropout, name="top_dropout")(x)
         x = layers.Dense(num_classes, name="predictions")(x)
     return keras.Model(inputs, x, name=f"efficientnet_{v.name}")
+
+
+def _head_conv(x, fold_bn: bool):
+    x = layers.Conv2D(HEAD_FILTERS, 1, padding="same", use_bias=fold_bn, name="top_conv")(x)
+    x = _bn("top_bn", fold_bn)(x)
+    return layers.ReLU(6.0, name=FEATURE_LAYER)(x)
+
+
+# ------------------------------------------------------------- the last stage
+# Fine-tuning "the last backbone stage" means training the last block group
+# (one MBConv block for every variant, it is not depth-scaled) and the 1x1 head
+# convolution, on cached inputs of that stage: the frozen trunk runs once per image.
+
+def last_stage_blocks(variant="lite0") -> list[BlockConfig]:
+    """The MBConv blocks of the last block group."""
+    configs = block_configs(variant)
+    n_last = BLOCK_GROUPS[-1][0]  # not depth-scaled
+    return configs[-n_last:]
+
+
+def last_stage_input_layer(variant="lite0", fold_bn: bool = True) -> str:
+    """Name of the layer whose output is the last stage's input (the end of the block before it)."""
+    cfg = block_configs(variant)[-len(last_stage_blocks(variant)) - 1]
+    p = f"blocks_{cfg.index}_"
+    if cfg.has_skip:
+        return p + "add"
+    return p + ("project_conv" if fold_bn else "bn2")
+
+
+def split_last_stage(folded: keras.Model, variant="lite0") -> tuple[keras.Model, keras.Model]:
+    """``(trunk, last_stage)`` of a BatchNorm-folded backbone (:func:`fold_batchnorm`).
+
+    ``trunk``: image -> input of the last stage (weights shared with ``folded``);
+    ``last_stage``: that feature map -> ``top_activation`` (h, w, 1280), a new model
+    with its own copy of the weights (so it can be trained while the trunk stays frozen).
+    ``last_stage(trunk(image))`` equals ``folded``'s feature map.
+    """
+    v = _variant(variant)
+    boundary = folded.get_layer(last_stage_input_layer(v, fold_bn=True)).output
+    trunk = keras.Model(folded.inputs, boundary, name=f"{folded.name}_trunk")
+    x = inputs = keras.Input(shape=tuple(boundary.shape[1:]), name="last_stage_input")
+    for cfg in last_stage_blocks(v):
+        x = _mbconv(x, cfg, fold_bn=True)
+    x = _head_conv(x, fold_bn=True)
+    last_stage = keras.Model(inputs, x, name=f"efficientnet_{v.name}_last_stage")
+    for layer in last_stage.layers:
+        if layer.weights:
+            layer.set_weights(folded.get_layer(layer.name).get_weights())
+    return trunk, last_stage
 
 
 def _conv_bn_pairs(variant) -> list[tuple[str, str]]:

@@ -37,13 +37,14 @@ from .arcface import ArcFaceCentres, ArcFaceLoss
 from .base import LossBatch, MetricLoss, positive_mask_from_labels
 from .classification import ClassificationLoss, smoothed_cross_entropy
 from .combined import CombinedLoss
+from .cross_modal import CrossModalContrastiveLoss
 from .multi_positive import MultiPositiveContrastiveLoss
 
 __all__ = [
     "LossBatch", "MetricLoss", "positive_mask_from_labels",
     "ClassificationLoss", "smoothed_cross_entropy",
     "ArcFaceCentres", "ArcFaceLoss",
-    "MultiPositiveContrastiveLoss", "CombinedLoss",
+    "MultiPositiveContrastiveLoss", "CrossModalContrastiveLoss", "CombinedLoss",
     "LOSSES", "register_loss", "build_loss",
 ]
 
@@ -74,6 +75,11 @@ def _build_arcface(num_classes, descriptor_dim, **options):
 @register_loss("multi_positive")
 def _build_multi_positive(num_classes, descriptor_dim, **options):
     return MultiPositiveContrastiveLoss(**options)
+
+
+@register_loss("cross_modal")
+def _build_cross_modal(num_classes, descriptor_dim, **options):
+    return CrossModalContrastiveLoss(**options)
 
 
 def _build_combined(names):

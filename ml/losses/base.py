@@ -14,6 +14,8 @@ where ``batch`` is a :class:`LossBatch`:
 * ``positive_mask`` -- ``(B, B)`` bool tensor, ``True`` where two images share at least
   one look (from :class:`ml.training.sampler.LookBalancedSampler`); ``None`` means
   "derive from labels" (``labels[i] == labels[j]``). The diagonal is ignored by losses.
+* ``is_snapshot``   -- ``(B,)`` bool tensor, ``True`` for street snapshots, ``False`` for
+  catalogue items, or ``None`` when unknown (losses that need it say so).
 
 Losses that own weights (e.g. ArcFace class centres) keep them in keras layers and
 expose them via :attr:`MetricLoss.trainable_variables` and :attr:`MetricLoss.layers`;
@@ -40,15 +42,17 @@ class LossBatch:
     labels: Any
     logits: Optional[Any] = None
     positive_mask: Optional[Any] = None
+    is_snapshot: Optional[Any] = None
 
     @classmethod
-    def from_outputs(cls, outputs: dict, labels, positive_mask=None) -> "LossBatch":
+    def from_outputs(cls, outputs: dict, labels, positive_mask=None, is_snapshot=None) -> "LossBatch":
         """Build from a CGD head output dict ``{"descriptor", "logits"}``."""
         return cls(
             descriptors=outputs["descriptor"],
             labels=labels,
             logits=outputs.get("logits"),
             positive_mask=positive_mask,
+            is_snapshot=is_snapshot,
         )
 
 

@@ -22,7 +22,26 @@ from keras import ops
 
 from .base import LossBatch, MetricLoss, positive_mask_from_labels
 
-__all__ = ["MultiPositiveContrastiveLoss"]
+__all__ = ["MultiPositiveContrastiveLoss", "positives_nll", "unit_rows"]
+
+
+def unit_rows(z):
+    return z * ops.rsqrt(ops.maximum(ops.sum(ops.square(z), axis=-1, keepdims=True), 1e-24))
+
+
+def positives_nll(z, positive_mask, candidates, temperature: float):
+    """The multi-positive InfoNCE above with a choice of who competes: ``candidates[i, j]`` 1 where
+    image j is in anchor i's softmax (and may be its positive), 0 elsewhere (the diagonal, and for
+    the cross-modal loss the images of the anchor's own kind)."""
+    pos = ops.cast(positive_mask, "float32") * candidates
+    sim = ops.matmul(z, ops.transpose(z)) / temperature
+    # leave non-candidates out of the denominator with a large negative value (finite -> no NaN)
+    sim = sim - (1.0 - candidates) * 1e9
+    log_prob = sim - ops.logsumexp(sim, axis=1, keepdims=True)
+    n_pos = ops.sum(pos, axis=1)
+    per_anchor = -ops.sum(pos * log_prob, axis=1) / ops.maximum(n_pos, 1.0)
+    has_pos = ops.cast(n_pos > 0, "float32")
+    return ops.sum(per_anchor * has_pos) / ops.maximum(ops.sum(has_pos), 1.0)
 
 
 class MultiPositiveContrastiveLoss(MetricLoss):
@@ -37,23 +56,12 @@ class MultiPositiveContrastiveLoss(MetricLoss):
     def compute(self, batch: LossBatch):
         z = ops.cast(batch.descriptors, "float32")
         if self.normalize:
-            z = z * ops.rsqrt(ops.maximum(ops.sum(ops.square(z), axis=-1, keepdims=True), 1e-24))
+            z = unit_rows(z)
         mask = batch.positive_mask
         if mask is None:
             mask = positive_mask_from_labels(batch.labels)
-        n = ops.shape(z)[0]
-        not_self = 1.0 - ops.eye(n, dtype="float32")
-        pos = ops.cast(mask, "float32") * not_self
-
-        sim = ops.matmul(z, ops.transpose(z)) / self.temperature
-        # exclude self from the denominator with a large negative value (finite -> no NaN)
-        sim = sim - (1.0 - not_self) * 1e9
-        log_prob = sim - ops.logsumexp(sim, axis=1, keepdims=True)
-
-        n_pos = ops.sum(pos, axis=1)
-        per_anchor = -ops.sum(pos * log_prob, axis=1) / ops.maximum(n_pos, 1.0)
-        has_pos = ops.cast(n_pos > 0, "float32")
-        return ops.sum(per_anchor * has_pos) / ops.maximum(ops.sum(has_pos), 1.0)
+        not_self = 1.0 - ops.eye(ops.shape(z)[0], dtype="float32")
+        return positives_nll(z, mask, not_self, self.temperature)
 
     def __repr__(self) -> str:
         return f"MultiPositiveContrastiveLoss(temperature={self.temperature})"

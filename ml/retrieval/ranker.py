@@ -17,9 +17,10 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from ml.evaluation.dataset import LookDataset
-from ml.evaluation.protocols import ITEM_TO_SNAPSHOTS, MAX_RANKED, Ranker, Task
+from ml.evaluation.protocols import ITEM_GALLERY_DIRECTIONS, ITEM_TO_SNAPSHOTS, MAX_RANKED, Ranker, Task
 
-from .scoring import ScoringSettings, normalise, score_matrix, snapshot_gallery_transfer
+from .scoring import (ScoringSettings, link_query_expansion, normalise, pool_by_look, ranked_indices,
+                      score_matrix, snapshot_gallery_transfer)
 
 __all__ = ["ScoringRanker"]
 
@@ -31,6 +32,9 @@ class ScoringRanker(Ranker):
         self.dataset = dataset
         self.known_look_ids = sorted(set(known_look_ids) & set(dataset.looks))
         self.settings = settings or ScoringSettings()
+        # snapshot name -> its look (which photos form one post: not a link, the platform knows it too)
+        self._look_of_snapshot = {name: look_id for look_id, look in dataset.looks.items()
+                                  for name in look.snapshots}
         # known snapshot name -> item representative names linked by its look
         self._known_snapshot_items: dict[str, set[str]] = {}
         self.item_popularity: dict[str, int] = {}  # item name -> known looks linking it
@@ -97,13 +101,14 @@ class ScoringRanker(Ranker):
         kvecs = self._matrix(known) if known else None
         if task.direction == ITEM_TO_SNAPSHOTS:
             ref = self._matrix(self._catalogue_items()) if s.csls_k > 0 else None
-            direct = score_matrix(q, g, s, gallery_reference=ref)
-            if kvecs is None:
-                return direct
-            ivecs, ilinks = self._item_links(known) if s.item_transfer_soft_power > 0 else (None, None)
-            return snapshot_gallery_transfer(q, g, direct, s, known_snapshot_vecs=kvecs,
-                                             known_links=self._links(known, qnames),
-                                             known_item_vecs=ivecs, known_item_links=ilinks)
+            links = self._links(known, qnames) if kvecs is not None else None
+            expanded = link_query_expansion(q, kvecs, links, s.item_link_qe)
+            scores = score_matrix(expanded, g, s, gallery_reference=ref)
+            if kvecs is not None:
+                ivecs, ilinks = self._item_links(known) if s.item_transfer_soft_power > 0 else (None, None)
+                scores = snapshot_gallery_transfer(q, g, scores, s, known_snapshot_vecs=kvecs, known_links=links,
+                                                   known_item_vecs=ivecs, known_item_links=ilinks)
+            return pool_by_look(scores, [self._look_of_snapshot[name] for name in task.gallery], s.look_pooling)
         pop = np.array([self.item_popularity.get(n, 0) for n in task.gallery], np.float32)
         if kvecs is None:
             return score_matrix(q, g, s, item_popularity=pop)
@@ -121,5 +126,7 @@ class ScoringRanker(Ranker):
             return []
         if not task.gallery or k <= 0:
             return [[] for _ in task.queries]
-        order = np.argsort(-self.scores(task), axis=1, kind="stable")[:, :k]
+        # variety among the first results applies where the gallery holds items (what people are shown)
+        items = self._matrix(task.gallery) if task.direction in ITEM_GALLERY_DIRECTIONS else None
+        order = ranked_indices(self.scores(task), self.settings, items)[:, :k]
         return [[task.gallery[j] for j in row] for row in order.tolist()]

@@ -26,11 +26,16 @@ Steps, each optional (see :class:`ScoringSettings`):
 
 For item -> snapshots, :func:`snapshot_gallery_transfer` is the mirror image:
 a gallery snapshot scores high for a query item when known snapshots similar to
-it belong to looks that link that item (weight ``item_transfer_weight``).
+it belong to looks that link that item (weight ``item_transfer_weight``), and
+:func:`link_query_expansion` first adds to an item query the known snapshots that
+wear it (weight ``item_link_qe``); :func:`pool_by_look` lets the photos of one look
+share their best score (weight ``look_pooling``).
 
-    scores = score_matrix(item_vecs, snapshot_vecs, settings)          # direct (+QE/DBA)
+    expanded = link_query_expansion(item_vecs, S, L_items, settings.item_link_qe)
+    scores = score_matrix(expanded, snapshot_vecs, settings)           # direct (+QE/DBA)
     scores = snapshot_gallery_transfer(item_vecs, snapshot_vecs, scores, settings,
                                        known_snapshot_vecs=S, known_links=L_items)
+    scores = pool_by_look(scores, look_of_each_gallery_snapshot, settings.look_pooling)
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import numpy as np
 from .postprocess import alpha_query_expansion, database_side_augmentation, look_transfer_scores
 
 __all__ = ["ScoringSettings", "score_matrix", "popularity_prior", "hubness", "snapshot_gallery_transfer", "normalise",
-           "soft_links"]
+           "soft_links", "link_query_expansion", "pool_by_look", "ranked_indices"]
 
 
 def normalise(x) -> np.ndarray:
@@ -73,6 +78,10 @@ class ScoringSettings:
     pop_weight: float = 0.0     # prior: + w * log(1 + known looks linking the item) / log(1 + max)
     lt_soft_power: float = 0.0  # soft look transfer links (snapshot -> items); 0 = off, see soft_links
     item_transfer_soft_power: float = 0.0  # soft links for the item -> snapshots transfer; 0 = off
+    item_link_qe: float = 0.0   # item -> snapshots: + w * mean of the known snapshots wearing the item; 0 = off
+    look_pooling: float = 0.0   # item -> snapshots: blend each snapshot's score with its look's best; 0 = off
+    diversity: float = 0.0      # snapshot -> items: variety among the first results (MMR weight); 0 = off
+    diversity_depth: int = 12   #   ... chosen from this many best-scored items
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -174,6 +183,47 @@ def score_matrix(query_vecs, gallery_vecs, settings: ScoringSettings | None = No
     return direct.astype(np.float32)
 
 
+def link_query_expansion(query_item_vecs, known_snapshot_vecs, known_links, weight: float) -> np.ndarray:
+    """Item queries expanded with the known snapshots whose looks link them.
+
+    ``q' = normalise(q + weight * mean_{t: L[t, q] = 1} t)``; an item no known look links is
+    unchanged.  ``known_links`` ``(S_known, Q)`` 0/1 (dense or scipy sparse).  The street photos
+    that already wear an item show it the way the gallery's street photos will, which the
+    product photo alone does not.
+    """
+    q = normalise(query_item_vecs)
+    if weight <= 0 or known_snapshot_vecs is None or known_links is None or len(known_snapshot_vecs) == 0:
+        return q
+    links = known_links.toarray() if hasattr(known_links, "toarray") else np.asarray(known_links, np.float32)
+    if links.shape != (len(known_snapshot_vecs), len(q)):
+        raise ValueError(f"known_links shape {links.shape} != ({len(known_snapshot_vecs)}, {len(q)})")
+    counts = links.sum(axis=0)
+    mean = (links.T @ normalise(known_snapshot_vecs)) / np.maximum(counts, 1.0)[:, None]
+    return normalise(q + float(weight) * mean)
+
+
+def pool_by_look(scores, gallery_looks, weight: float) -> np.ndarray:
+    """Gallery snapshots of one look share their best score.
+
+    ``scores`` ``(Q, G)``; ``gallery_looks`` ``(G,)``: the look of each gallery snapshot.
+    ``out[q, g] = (1 - weight) * scores[q, g] + weight * max_{g' in look(g)} scores[q, g']``.
+    A look is one post: its photos show the same outfit from different distances, and a
+    product that one of them shows clearly is worn in all of them.  ``weight = 1`` ranks
+    every look by its best photo, as the platform's item -> looks search does.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    looks = np.asarray(gallery_looks)
+    if looks.shape != (scores.shape[1],):
+        raise ValueError(f"gallery_looks shape {looks.shape} != ({scores.shape[1]},)")
+    if weight <= 0 or scores.size == 0:
+        return scores
+    best = np.empty_like(scores)
+    for look in np.unique(looks):
+        cols = np.flatnonzero(looks == look)
+        best[:, cols] = scores[:, cols].max(axis=1, keepdims=True)
+    return ((1.0 - weight) * scores + weight * best).astype(np.float32)
+
+
 def snapshot_gallery_transfer(query_item_vecs, gallery_snapshot_vecs, direct_scores, settings,
                               known_snapshot_vecs=None, known_links=None, known_item_vecs=None,
                               known_item_links=None) -> np.ndarray:
@@ -202,3 +252,41 @@ def snapshot_gallery_transfer(query_item_vecs, gallery_snapshot_vecs, direct_sco
                                      weight=s.item_transfer_weight, top_k=s.item_transfer_top_k or None,
                                      reduce=s.lt_reduce)
     return np.ascontiguousarray(blended_t.T, dtype=np.float32)
+
+
+def ranked_indices(scores, settings: ScoringSettings | None = None, gallery_vecs=None) -> np.ndarray:
+    """Gallery indices ``(Q, G)`` of each query's ranking: by decreasing score (stable), and with
+    ``settings.diversity > 0`` and ``gallery_vecs`` given, the first ``diversity_depth`` re-ordered
+    for variety by maximal marginal relevance (Carbonell & Goldstein, 1998).
+
+    MMR picks, one at a time among those best-scored entries, the one maximising
+    ``(1 - diversity) * s_i - diversity * max_{j picked} <g_i, g_j>`` with ``s`` the scores min-max
+    scaled to [0, 1] over the entries considered.  Six puffer jackets are one guess repeated; a jacket,
+    trousers and shoes are three guesses, and a look links items of several kinds.  Entries past the
+    depth keep their order.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    s = settings or ScoringSettings()
+    if s.diversity <= 0 or gallery_vecs is None or s.diversity_depth < 2 or scores.shape[1] < 2:
+        return order
+    g = normalise(gallery_vecs)
+    depth = min(int(s.diversity_depth), scores.shape[1])
+    for row in range(len(order)):
+        top = order[row, :depth]
+        relevance = scores[row, top]
+        span = float(relevance.max() - relevance.min())
+        relevance = (relevance - relevance.min()) / span if span > 0 else np.zeros_like(relevance)
+        similarity = g[top] @ g[top].T
+        redundancy = np.full(depth, -np.inf, np.float32)  # no entry picked yet: no penalty
+        left = list(range(depth))
+        picked = []
+        for _ in range(depth):
+            penalty = np.where(np.isfinite(redundancy[left]), redundancy[left], 0.0)
+            value = (1.0 - s.diversity) * relevance[left] - s.diversity * penalty
+            best = left[int(np.argmax(value))]
+            picked.append(best)
+            left.remove(best)
+            redundancy = np.maximum(redundancy, similarity[best])
+        order[row, :depth] = top[picked]
+    return order

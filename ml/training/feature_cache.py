@@ -5,6 +5,7 @@ ImageNet EfficientNet-Lite (``top_activation``, ``(h, w, 1280)``).  Computing it
 is the expensive part, so each map is computed once and stored as float16::
 
     cache_dir/<variant>-<size>/v<view>/<sha256[:2]>/<sha256>.npy
+    cache_dir/<variant>-<size>-last_stage_input/v<view>/...   (stage="last_stage_input")
 
 keyed by the SHA-256 of the image file's bytes, the backbone variant, the input
 size and the augmentation view.  View 0 is the plain image (exactly the
@@ -16,6 +17,10 @@ runs see the same ones.
     cache = FeatureCache(cache_dir, "lite0")
     maps, errors = cache.features(paths, views=(0, 1, 2), progress=True)
     # maps[(path, view)] -> (7, 7, 1280) float16 array; errors[path] -> message
+
+``stage="last_stage_input"`` caches the input of the backbone's last stage instead
+(:func:`ml.backbones.efficientnet_lite.split_last_stage`), for training that
+fine-tunes the last stage on top of the frozen trunk.
 
 Bad images are reported by name in ``errors`` and skipped.
 """
@@ -35,7 +40,10 @@ from ml.files import atomic_target
 
 from ml.images import ImageError, load_rgb, preprocess_array
 
-__all__ = ["FeatureCache", "augment", "file_sha256"]
+__all__ = ["FeatureCache", "augment", "file_sha256", "STAGES"]
+
+#: What a cache holds: the final feature map, or the input of the last backbone stage.
+STAGES = ("top", "last_stage_input")
 
 
 def file_sha256(path) -> str:
@@ -77,14 +85,18 @@ def augment(img: Image.Image, view: int, key: str, size: int) -> np.ndarray:
 class FeatureCache:
     """Disk cache of backbone feature maps for one backbone variant."""
 
-    def __init__(self, cache_dir, variant: str = "lite0", weights_dir=None):
+    def __init__(self, cache_dir, variant: str = "lite0", weights_dir=None, stage: str = "top"):
         from ml.backbones.efficientnet_lite import VARIANTS
 
         if variant not in VARIANTS:
             raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}")
+        if stage not in STAGES:
+            raise ValueError(f"unknown feature stage {stage!r}; expected one of {STAGES}")
         self.variant = variant
+        self.stage = stage
         self.input_size = VARIANTS[variant].input_size
-        self.root = Path(cache_dir) / f"{variant}-{self.input_size}"
+        suffix = "" if stage == "top" else f"-{stage}"
+        self.root = Path(cache_dir) / f"{variant}-{self.input_size}{suffix}"
         # ImageNet weights cache (the platform's models dir: the parent of features/)
         self.weights_dir = Path(weights_dir) if weights_dir is not None else Path(cache_dir).parent
         self._model = None
@@ -99,11 +111,15 @@ class FeatureCache:
         if self._model is None:
             import tensorflow as tf
 
-            from ml.backbones.efficientnet_lite import fold_batchnorm
+            from ml.backbones.efficientnet_lite import fold_batchnorm, split_last_stage
             from ml.backbones.imagenet import feature_model, load_imagenet_efficientnet_lite
 
             base = load_imagenet_efficientnet_lite(self.variant, self.weights_dir)
-            fm = feature_model(fold_batchnorm(base, self.variant))
+            folded = fold_batchnorm(base, self.variant)
+            if self.stage == "top":
+                fm = feature_model(folded)
+            else:
+                fm, _ = split_last_stage(folded, self.variant)
             size = self.input_size
 
             @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
@@ -119,7 +135,7 @@ class FeatureCache:
         """Feature maps of every (path, view).
 
         Returns ``(maps, errors)``: ``maps[(path, view)]`` is a float16 array
-        ``(h, w, 1280)`` (paths as given, ``os.fspath``); ``errors`` maps each
+        ``(h, w, c)`` (c = 1280 for the top stage; paths as given, ``os.fspath``); ``errors`` maps each
         unreadable file to a message (that file is skipped for every view).
         """
         paths = [os.fspath(p) for p in paths]

@@ -145,10 +145,11 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
 
     pgvector finds the candidates (the category filter is in its WHERE clause): the items nearest the query,
     and, when the version uses look transfer, the items that experts linked to the looks of the snapshots
-    nearest the query. The candidates are then scored by ml.retrieval.scoring.score_matrix, the same function
-    evaluate_cgd measures, with the version's post-processing settings.
+    nearest the query. The candidates are then scored by ml.retrieval.scoring.score_matrix and ordered by
+    ml.retrieval.scoring.ranked_indices (variety among the first results), the same functions evaluate_cgd
+    measures, with the version's post-processing settings.
     """
-    from ml.retrieval.scoring import score_matrix
+    from ml.retrieval.scoring import ranked_indices, score_matrix
 
     version = active_version()
     settings = scoring_settings(version)
@@ -177,12 +178,14 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     popularity = dict(
         LookItem.objects.filter(item_id__in=candidates).values_list("item_id").annotate(n=Count("look_id"))
     )
+    candidate_vectors = _vectors("item", candidates, version)
     scores = score_matrix(
-        query[None], _vectors("item", candidates, version), settings,
+        query[None], candidate_vectors, settings,
         known_snapshot_vecs=known_vectors, known_links=links,
         item_popularity=np.array([popularity.get(i, 0) for i in candidates], np.float32),
-    )[0]
-    best = np.argsort(-scores, kind="stable")[:k]
+    )
+    best = ranked_indices(scores, settings, candidate_vectors)[0][:k]
+    scores = scores[0]
     items = Item.objects.select_related("category").in_bulk([candidates[i] for i in best])
     return [ItemResult(item=items[candidates[i]], score=float(scores[i])) for i in best]
 

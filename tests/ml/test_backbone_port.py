@@ -21,6 +21,7 @@ from ml.backbones.efficientnet_lite import (
     block_configs,
     build_efficientnet_lite,
     fold_batchnorm,
+    split_last_stage,
 )
 from ml.backbones.imagenet import (
     IMAGENET_CLASSES,
@@ -222,6 +223,20 @@ def test_fold_batchnorm_same_outputs(lite0):
     x = np.stack([rng_input(224), skimage_input("coffee", 224)])
     np.testing.assert_allclose(folded.predict_on_batch(x), lite0.predict_on_batch(x),
                                atol=ATOL, rtol=0)
+
+
+def test_split_last_stage_composes_to_the_feature_map(lite0):
+    folded = fold_batchnorm(lite0, "lite0")
+    trunk, last_stage = split_last_stage(folded, "lite0")
+    assert trunk.output_shape == (None, 7, 7, 192)  # the input of the last block group (192 -> 320)
+    assert last_stage.output_shape == (None, 7, 7, 1280)
+    x = np.stack([rng_input(224), skimage_input("coffee", 224)])
+    whole = feature_model(folded).predict_on_batch(x)
+    np.testing.assert_allclose(last_stage.predict_on_batch(trunk.predict_on_batch(x)), whole, atol=1e-4, rtol=0)
+    # the last stage owns its weights: training it leaves the backbone it came from alone
+    kernel = last_stage.get_layer("top_conv").weights[0]
+    kernel.assign(kernel * 0.0)
+    assert np.abs(folded.get_layer("top_conv").get_weights()[0]).max() > 0
 
 
 # --- the weights cache ----------------------------------------------------------------

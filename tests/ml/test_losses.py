@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from ml.cgd import build_cgd_head
-from ml.losses import (LOSSES, ArcFaceLoss, ClassificationLoss, CombinedLoss, LossBatch,
-                       MultiPositiveContrastiveLoss, build_loss)
+from ml.losses import (LOSSES, ArcFaceLoss, ClassificationLoss, CombinedLoss, CrossModalContrastiveLoss,
+                       LossBatch, MultiPositiveContrastiveLoss, build_loss)
 
 
 def np_ce(logits, labels):
@@ -107,18 +107,24 @@ def test_arcface_weights_are_tracked():
 
 
 # ---------------------------------------------------------------- multi-positive
-def np_multi_positive(z, mask, tau):
+def np_positives_nll(z, mask, tau, competes=lambda i, k: k != i):
+    """Reference multi-positive InfoNCE: anchor i's softmax runs over the k with competes(i, k)."""
     z = unit(z)
     sim = z @ z.T / tau
-    n = len(z)
     losses = []
-    for i in range(n):
-        others = [k for k in range(n) if k != i]
+    for i in range(len(z)):
+        others = [k for k in range(len(z)) if competes(i, k)]
+        if not others:
+            continue
         lse = np.log(np.exp(sim[i, others]).sum())
         pos = [j for j in others if mask[i, j]]
         if pos:
             losses.append(-np.mean([sim[i, j] - lse for j in pos]))
     return float(np.mean(losses))
+
+
+def np_multi_positive(z, mask, tau):
+    return np_positives_nll(z, mask, tau)
 
 
 def test_multi_positive_matches_numpy():
@@ -154,6 +160,41 @@ def test_multi_positive_no_positives_and_label_mask():
         float(loss(LossBatch(z3, lab, positive_mask=explicit))), rel=1e-6)
 
 
+def np_cross_modal(z, mask, is_snapshot, tau):
+    return np_positives_nll(z, mask, tau, competes=lambda i, k: is_snapshot[k] != is_snapshot[i])
+
+
+def test_cross_modal_matches_numpy_and_ignores_same_kind_pairs():
+    z = np.array([[1.0, 0.1, 0.0], [0.9, 0.3, 0.1], [0.0, 1.0, 0.2], [0.1, 0.8, 0.5], [0.3, 0.3, 1.0]],
+                 dtype=np.float32)
+    is_snapshot = np.array([True, False, True, False, False])
+    # snapshot 0 links item 1; snapshot 2 links items 3 and 1; item 4 links nothing
+    mask = np.eye(5, dtype=bool)
+    for i, j in [(0, 1), (2, 3), (2, 1), (1, 3)]:
+        mask[i, j] = mask[j, i] = True
+    loss = CrossModalContrastiveLoss(temperature=0.5)
+    batch = LossBatch(descriptors=unit(z), labels=np.zeros(5, np.int32), positive_mask=mask, is_snapshot=is_snapshot)
+    value = float(loss(batch))
+    assert value == pytest.approx(np_cross_modal(z, mask, is_snapshot, 0.5), rel=1e-5)
+    # a link between two items (or two snapshots) is not a cross-modal positive
+    mask2 = mask.copy()
+    mask2[1, 3] = mask2[3, 1] = False   # an item-item link is not a cross-modal positive
+    assert float(loss(LossBatch(unit(z), np.zeros(5, np.int32), positive_mask=mask2, is_snapshot=is_snapshot))) == pytest.approx(value)
+    with pytest.raises(ValueError, match="is_snapshot"):
+        loss(LossBatch(unit(z), np.zeros(5, np.int32), positive_mask=mask))
+
+
+def test_cross_modal_lower_when_linked_pairs_closer():
+    is_snapshot = np.array([True, False, True, False])
+    mask = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]], dtype=bool)
+    close = unit([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
+    far = unit([[1.0, 0.0], [0.0, 1.0], [0.99, 0.1], [0.1, 0.99]])
+    loss = CrossModalContrastiveLoss(temperature=0.1)
+    lab = np.zeros(4, np.int32)
+    assert (float(loss(LossBatch(close, lab, positive_mask=mask, is_snapshot=is_snapshot)))
+            < float(loss(LossBatch(far, lab, positive_mask=mask, is_snapshot=is_snapshot))))
+
+
 # ---------------------------------------------------------------- combined / registry
 def test_combined_is_weighted_sum():
     a = ClassificationLoss(3, label_smoothing=0.0, temperature=1.0)
@@ -166,7 +207,8 @@ def test_combined_is_weighted_sum():
 
 
 def test_registry():
-    for name in ("arcface", "multi_positive", "classification", "arcface+multi_positive", "arcface+classification"):
+    for name in ("arcface", "multi_positive", "classification", "cross_modal", "arcface+multi_positive",
+                 "arcface+classification"):
         assert name in LOSSES
     loss = build_loss("arcface", 5, 8, margin=0.3)
     assert isinstance(loss, ArcFaceLoss) and loss.margin == 0.3
@@ -185,7 +227,8 @@ def test_registry():
 
 
 # ---------------------------------------------------------------- training
-@pytest.mark.parametrize("name", ["arcface+classification", "multi_positive", "arcface+multi_positive"])
+@pytest.mark.parametrize("name", ["arcface+classification", "multi_positive", "arcface+multi_positive",
+                                  "cross_modal"])
 def test_losses_decrease_with_gradient_steps(name):
     """A few Adam steps of head + loss on separable toy feature maps reduce the loss."""
     keras.utils.set_random_seed(0)
@@ -196,6 +239,7 @@ def test_losses_decrease_with_gradient_steps(name):
     feats = feats.astype(np.float32)
     labels = np.repeat(np.arange(n_classes), per_class).astype(np.int32)
     mask = labels[:, None] == labels[None, :]
+    is_snapshot = np.arange(len(labels)) % 2 == 0  # half "snapshots", half "items" in every class
 
     head = build_cgd_head((3, 3, 16), num_classes=n_classes, descriptor_dim=8)
     loss = build_loss(name, n_classes, 8)
@@ -205,7 +249,7 @@ def test_losses_decrease_with_gradient_steps(name):
     def step():
         with tf.GradientTape() as tape:
             out = head(feats, training=True)
-            value = loss(LossBatch.from_outputs(out, labels, mask))
+            value = loss(LossBatch.from_outputs(out, labels, mask, is_snapshot))
         grads = tape.gradient(value, variables)
         # descriptor branch + loss weights always get gradients; the auxiliary classifier
         # (aux_bn / aux_logits) only when a loss uses the logits -> skip None gradients
@@ -217,7 +261,9 @@ def test_losses_decrease_with_gradient_steps(name):
     values = [step() for _ in range(25)]
     assert np.isfinite(values).all()
     # the multi-positive loss is bounded below by log(#positives per anchor) = log(3)
-    floor = np.log(per_class - 1) if "multi_positive" in name else 0.0
+    # (the cross-modal one by log(#linked images of the other kind) = log(2))
+    floors = {"multi_positive": np.log(per_class - 1), "cross_modal": np.log(per_class // 2)}
+    floor = next((f for loss_name, f in floors.items() if loss_name in name), 0.0)
     assert values[-1] - floor < 0.7 * (values[0] - floor), values
 
 

@@ -6,7 +6,8 @@ import pytest
 from ml.evaluation.dataset import Look, LookDataset
 from ml.evaluation.protocols import build_tasks, evaluate
 from ml.retrieval.ranker import ScoringRanker
-from ml.retrieval.scoring import ScoringSettings, score_matrix, snapshot_gallery_transfer, soft_links
+from ml.retrieval.scoring import (ScoringSettings, link_query_expansion, pool_by_look, ranked_indices,
+                                  score_matrix, snapshot_gallery_transfer, soft_links)
 
 
 def unit(*rows):
@@ -50,6 +51,92 @@ def test_snapshot_gallery_transfer_by_hand():
     assert s[0, 0] > s[0, 1]
     off = snapshot_gallery_transfer(items, gallery, direct, ScoringSettings(), known, links)
     np.testing.assert_allclose(off, direct)
+
+
+def test_link_query_expansion_by_hand():
+    items = unit([1, 0, 0], [0, 0, 1])              # item 0 is worn in known snapshots, item 1 is not
+    known = unit([0, 1, 0], [0, 0.6, 0.8])
+    links = np.array([[1, 0], [1, 0]], np.float32)  # both known snapshots' looks link item 0
+    out = link_query_expansion(items, known, links, 2.0)
+    expected = items[0] + 2.0 * (known[0] + known[1]) / 2
+    np.testing.assert_allclose(out[0], expected / np.linalg.norm(expected), atol=1e-6)
+    np.testing.assert_allclose(out[1], items[1], atol=1e-6)    # no known link: unchanged
+    np.testing.assert_allclose(link_query_expansion(items, known, links, 0.0), items, atol=1e-6)
+    # a gallery snapshot like the ones wearing item 0 now outranks one like the product photo's
+    gallery = unit([0, 1, 0.1], [1, 0, 0.5])
+    assert np.argmax((items[:1] @ gallery.T)[0]) == 1 and np.argmax((out[:1] @ gallery.T)[0]) == 0
+    with pytest.raises(ValueError):
+        link_query_expansion(items, known, links[:, :1], 1.0)
+
+
+def test_ranker_link_qe_uses_known_links_only():
+    """Item C is linked by known look 1 and test look 2: only its query is expanded (with s1)."""
+    base, vecs = tiny_dataset()
+    looks = {1: Look(1, ["1_0_part.jpg"], ["A", "C"]), 2: base.looks[2], 3: base.looks[3]}
+    ds = LookDataset(root=".", looks=looks, items=base.items)
+    i2s = build_tasks(ds, {2, 3})[1]
+    plain = ScoringRanker(vecs, ds, known_look_ids=[1]).scores(i2s)
+    expanded = ScoringRanker(vecs, ds, known_look_ids=[1], settings=ScoringSettings(item_link_qe=1.0)).scores(i2s)
+    changed = ~np.isclose(plain, expanded).all(axis=1)
+    known_linked = [q.name in {ds.item_name(k) for k in ds.looks[1].items} for q in i2s.queries]
+    assert list(changed) == known_linked and any(known_linked)
+
+
+def test_pool_by_look_by_hand():
+    scores = np.array([[0.9, 0.1, 0.5, 0.4]], np.float32)
+    looks = [7, 7, 8, 8]                            # two looks of two photos each
+    np.testing.assert_allclose(pool_by_look(scores, looks, 1.0), [[0.9, 0.9, 0.5, 0.5]], atol=1e-6)
+    np.testing.assert_allclose(pool_by_look(scores, looks, 0.5), [[0.9, 0.5, 0.5, 0.45]], atol=1e-6)
+    np.testing.assert_allclose(pool_by_look(scores, looks, 0.0), scores)
+    # look 7's weak photo now outranks look 8's photos
+    assert np.argsort(-pool_by_look(scores, looks, 0.5)[0])[1] == 1
+    with pytest.raises(ValueError):
+        pool_by_look(scores, looks[:3], 1.0)
+
+
+def test_ranker_pools_item_to_snapshot_scores_by_look():
+    base, vecs = tiny_dataset()
+    looks = {**base.looks, 2: Look(2, ["2_0_part.jpg", "2_1_part.jpg"], ["C"])}
+    ds = LookDataset(root=".", looks=looks, items=base.items)
+    vecs = {**vecs, "2_1_part.jpg": vecs["2_0_reco.jpg"]}   # a close-up of item C
+    i2s = build_tasks(ds, {2, 3})[1]
+    c = [q.name for q in i2s.queries].index("2_0_reco.jpg")
+    plain = ScoringRanker(vecs, ds, known_look_ids=[1]).scores(i2s)[c]
+    pooled = ScoringRanker(vecs, ds, known_look_ids=[1], settings=ScoringSettings(look_pooling=1.0)).scores(i2s)[c]
+    col = {name: j for j, name in enumerate(i2s.gallery)}
+    assert plain[col["2_1_part.jpg"]] > plain[col["2_0_part.jpg"]]
+    assert pooled[col["2_0_part.jpg"]] == pytest.approx(plain[col["2_1_part.jpg"]])
+    assert pooled[col["3_0_part.jpg"]] == pytest.approx(plain[col["3_0_part.jpg"]])  # a one-photo look
+
+
+def test_ranked_indices_diversity_by_hand():
+    # items 0 and 1 are near copies (two puffer jackets), item 2 is different (trousers), item 3 is last
+    gallery = unit([1, 0, 0], [0.99, 0.1, 0], [0, 1, 0], [0, 0, 1])
+    scores = np.array([[1.0, 0.9, 0.6, 0.0]], np.float32)
+    np.testing.assert_array_equal(ranked_indices(scores), [[0, 1, 2, 3]])
+    # MMR with weight 0.5 over the best 3: relevance scaled to [1, 0.75, 0]; after item 0,
+    # item 1 scores 0.5*0.75 - 0.5*0.995 < 0 and item 2 scores 0.5*0 - 0.5*0 = 0 -> item 2 second
+    st = ScoringSettings(diversity=0.5, diversity_depth=3)
+    np.testing.assert_array_equal(ranked_indices(scores, st, gallery), [[0, 2, 1, 3]])
+    # a light touch keeps the order; entries past the depth never move; no vectors: plain order
+    np.testing.assert_array_equal(ranked_indices(scores, ScoringSettings(diversity=0.1, diversity_depth=3), gallery),
+                                  [[0, 1, 2, 3]])
+    np.testing.assert_array_equal(ranked_indices(scores, ScoringSettings(diversity=0.5, diversity_depth=2), gallery),
+                                  [[0, 1, 2, 3]])
+    np.testing.assert_array_equal(ranked_indices(scores, st), [[0, 1, 2, 3]])
+
+
+def test_ranker_diversifies_item_galleries_only():
+    ds, vecs = tiny_dataset()
+    vecs = {**vecs, "1_1_reco.jpg": vecs["2_0_reco.jpg"] * 0.99 + 0.01 * vecs["1_0_reco.jpg"]}  # B: a copy of C
+    st = ScoringSettings(diversity=0.9, diversity_depth=4)
+    tasks = build_tasks(ds, {2, 3})
+    plain = ScoringRanker(vecs, ds, known_look_ids=[1])
+    varied = ScoringRanker(vecs, ds, known_look_ids=[1], settings=st)
+    s2i, i2s = tasks[0], tasks[1]
+    assert sorted(map(sorted, varied.rank(s2i))) == sorted(map(sorted, plain.rank(s2i)))  # same entries
+    assert varied.rank(s2i) != plain.rank(s2i)       # in another order
+    assert varied.rank(i2s) == plain.rank(i2s)       # snapshots are ranked by score alone
 
 
 def test_settings_round_trip():

@@ -32,7 +32,7 @@ def models_dir(tmp_path_factory):
 
 
 def config(**kw):
-    base = dict(backbone="lite0", epochs=2, P=2, K=2, descriptor_dim=64, views=2, patience=5, seed=1)
+    base = dict(backbone="lite0", epochs=2, P=2, K=2, descriptor_dim=64, views=2, patience=5, seed=1, ensemble=1)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -142,3 +142,66 @@ def test_resume_continues_from_the_checkpoint(dataset, models_dir, tmp_path):
     straight = train(dataset, train_ids, tmp_path / "b", models_dir / "features", config(epochs=3),
                      val_look_ids=val_ids, progress=False, log=lambda m: None)
     assert straight.history[2]["loss"] == pytest.approx(second.history[2]["loss"], rel=1e-4)
+
+
+def test_fine_tuning_the_last_stage_trains_it_and_exports_it(dataset, models_dir, tmp_path):
+    from ml.backbones.efficientnet_lite import fold_batchnorm, split_last_stage
+    from ml.backbones.imagenet import load_imagenet_efficientnet_lite
+    from ml.training.trainer import export_model_dir
+
+    looks = sorted(set(dataset.looks) - TEST)
+    cfg = config(epochs=2, views=1, fine_tune_last_stage=True, last_stage_learning_rate=1e-3)
+    result = train(dataset, looks, tmp_path / "ft", models_dir / "features", cfg, progress=False,
+                   fixed_epochs=True, log=lambda m: None)
+    # the cache holds the trunk's output (the last stage's input), not the final feature map
+    assert list((models_dir / "features").glob("lite0-224-last_stage_input/v0/*/*.npy"))
+    assert (tmp_path / "ft" / "last_stage.weights.npz").is_file()
+
+    _, imagenet_stage = split_last_stage(fold_batchnorm(load_imagenet_efficientnet_lite("lite0", models_dir), "lite0"),
+                                         "lite0")
+    tuned = result.last_stage.get_layer("top_conv").get_weights()[0]
+    assert not np.allclose(tuned, imagenet_stage.get_layer("top_conv").get_weights()[0])
+
+    # the exported image -> descriptor model carries the tuned stage: same descriptors as in training
+    model_dir = export_model_dir(result.head, cfg, tmp_path / "model", models_dir, {}, last_stages=[result.last_stage])
+    name = dataset.snapshot_names()[0]
+    _, vecs, errors = load_embedder(str(model_dir)).embed_files([dataset.root / name])
+    assert not errors
+    from ml.training.feature_cache import FeatureCache
+
+    maps, _ = FeatureCache(models_dir / "features", "lite0", stage="last_stage_input").features([dataset.root / name])
+    x = next(iter(maps.values())).astype(np.float32)[None]
+    with_tuned = np.asarray(result.head(result.last_stage(x))["descriptor"])[0]
+    with_imagenet = np.asarray(result.head(imagenet_stage(x))["descriptor"])[0]
+    error = np.abs(vecs[0] - with_tuned).max()
+    assert error < 1e-2 and np.abs(vecs[0] - with_imagenet).max() > 5 * error
+    card = json.loads((model_dir / "card.json").read_text())
+    assert card["train_config"]["fine_tune_last_stage"] is True
+
+
+def test_ensemble_model_dir_concatenates_the_members(dataset, models_dir, tmp_path):
+    from ml.training.trainer import ensemble_vectors, train_ensemble
+
+    logs = []
+    card = train_with_selection(dataset, tmp_path / "model", models_dir / "features", config(ensemble=2, views=1),
+                                test_look_ids=TEST, progress=False, log=logs.append)
+    assert card["ensemble"] == 2 and card["descriptor_dim"] == 128 and card["member_descriptor_dim"] == 64
+    assert len(card["member_selected_epochs"]) == 2
+    assert sum("ensemble member" in m for m in logs) == 4  # two members in each phase
+    emb = load_embedder(str(tmp_path / "model"))
+    assert emb.dim == 128
+    name = dataset.snapshot_names()[0]
+    _, vecs, _ = emb.embed_files([dataset.root / name])
+    np.testing.assert_allclose(np.linalg.norm(vecs[0]), 1.0, atol=1e-5)
+    # each half is one member's unit descriptor, scaled by 1/sqrt(2); the members differ (own seeds)
+    halves = vecs[0][:64] * np.sqrt(2), vecs[0][64:] * np.sqrt(2)
+    np.testing.assert_allclose([np.linalg.norm(h) for h in halves], 1.0, atol=1e-4)
+    assert np.abs(halves[0] - halves[1]).max() > 1e-2
+
+    # the helpers on their own: members of a tiny ensemble and their joined vectors
+    looks = sorted(set(dataset.looks) - TEST)
+    members = train_ensemble(dataset, looks, tmp_path / "members", models_dir / "features",
+                             config(ensemble=2, views=1, epochs=1), fixed_epochs=True, progress=False, log=lambda m: None)
+    joined = ensemble_vectors(members, [name])[name]
+    parts = [m.vectors_fn([name])[0] for m in members]
+    np.testing.assert_allclose(joined, np.concatenate(parts) / np.sqrt(2), atol=1e-5)

@@ -29,10 +29,16 @@ class Command(BaseCommand):
                             help="arcface+classification, multi_positive, arcface, ... ('+' combines)")
         parser.add_argument("--views", type=int, default=TrainConfig.views, help="augmentation views per image")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--fine-tune-last-stage", action="store_true",
+                            help="train the backbone's last stage with the head (slower; cached trunk outputs)")
+        parser.add_argument("--last-stage-lr", type=float, default=TrainConfig.last_stage_learning_rate,
+                            help="learning rate of the fine-tuned last stage")
+        parser.add_argument("--ensemble", type=int, default=TrainConfig.ensemble,
+                            help="heads trained with seeds seed, seed+1, ... (descriptors concatenated)")
         parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
 
     def handle(self, data, out, val_looks, test_looks, epochs, batch_size, backbone, loss, views, seed, resume,
-               **options):
+               fine_tune_last_stage, last_stage_lr, ensemble, **options):
         from ml.losses import LOSSES
 
         if epochs < 1:
@@ -41,6 +47,8 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be at least 2")
         if views < 1:
             raise CommandError("--views must be at least 1")
+        if ensemble < 1:
+            raise CommandError("--ensemble must be at least 1")
         parts = loss.split("+")
         if loss not in LOSSES and not all(p in LOSSES for p in parts):
             raise CommandError(f"unknown loss {loss!r}; known: {', '.join(sorted(LOSSES))}")
@@ -63,7 +71,9 @@ class Command(BaseCommand):
         P = max(1, batch_size // K)
         n_train = len(training) if val else len(training) - max(1, round(len(training) * 0.2))
         P = min(P, max(1, n_train))
-        config = TrainConfig(backbone=backbone, epochs=epochs, P=P, K=K, loss=loss, views=views, seed=seed)
+        config = TrainConfig(backbone=backbone, epochs=epochs, P=P, K=K, loss=loss, views=views, seed=seed,
+                             fine_tune_last_stage=fine_tune_last_stage, last_stage_learning_rate=last_stage_lr,
+                             ensemble=ensemble)
         cache_dir = Path(settings.MODEL_CACHE_DIR) / "features"
         verbose = options.get("verbosity", 1) > 0
         try:
