@@ -534,12 +534,17 @@ def train_ensemble(dataset: LookDataset, train_look_ids, out_dir, cache_dir, con
     """``config.ensemble`` independent :func:`train` runs (member k: seed ``config.seed + k``) in
     ``out_dir/member<k>``; ``epochs_per_member[k]`` overrides member k's epochs."""
     results = []
-    for k in range(max(1, config.ensemble)):
+    n = max(1, config.ensemble)
+    for k in range(n):
         epochs = epochs_per_member[k] if epochs_per_member is not None else None
-        if config.ensemble > 1:
-            log(f"ensemble member {k + 1}/{config.ensemble} (seed {config.seed + k})")
+        member_log = log
+        if n > 1:
+            log(f"ensemble member {k + 1}/{n} (seed {config.seed + k})")
+
+            def member_log(message, k=k):  # progress lines say whose they are (/healthz shows the last one)
+                log(f"member {k + 1}/{n}: {message}")
         results.append(train(dataset, train_look_ids, Path(out_dir) / f"member{k}", cache_dir,
-                             member_config(config, k, epochs), log=log, **train_kwargs))
+                             member_config(config, k, epochs), log=member_log, **train_kwargs))
     return results
 
 

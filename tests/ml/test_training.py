@@ -188,6 +188,7 @@ def test_ensemble_model_dir_concatenates_the_members(dataset, models_dir, tmp_pa
     assert card["ensemble"] == 2 and card["descriptor_dim"] == 128 and card["member_descriptor_dim"] == 64
     assert len(card["member_selected_epochs"]) == 2
     assert sum("ensemble member" in m for m in logs) == 4  # two members in each phase
+    assert any(m.startswith("member 2/2: epoch") for m in logs)  # progress lines name their member
     emb = load_embedder(str(tmp_path / "model"))
     assert emb.dim == 128
     name = dataset.snapshot_names()[0]
