@@ -2,6 +2,7 @@
 
 `make test` (fashionsite.launcher test) has already started the embedded Postgres and a Redis for the tests.
 """
+import csv
 import os
 import subprocess
 import sys
@@ -30,6 +31,20 @@ def copy_looks(sample_dir: Path, looks, target: Path) -> Path:
     for path in sample_dir.iterdir():
         if path.name.startswith(prefixes):
             (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def write_manifest(folder: Path, target: Path, styles=None, categories=None) -> Path:
+    """A manifest CSV (`look,role,path,style,category`) for every sample file in `folder`: `styles` maps a look
+    key to its style, `categories` a file name to its category (both optional, empty where absent)."""
+    styles, categories = styles or {}, categories or {}
+    with target.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["look", "role", "path", "style", "category"])
+        for path in sorted(folder.iterdir()):
+            look, _, kind = path.stem.split("_")
+            role = "snapshot" if kind == "part" else "item"
+            writer.writerow([look, role, path.name, styles.get(look, ""), categories.get(path.name, "")])
     return target
 
 

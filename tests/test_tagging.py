@@ -1,6 +1,5 @@
 """Automatic category and style with the real parts: real looks imported through a manifest, a real Celery
 worker embeds them and then tags what has no category or style; a category set by hand is never overwritten."""
-import csv
 import hashlib
 
 import pytest
@@ -11,7 +10,7 @@ from django.core.management import call_command
 from recommender.models import Category, Descriptor, Item, Look
 from recommender.services.embedding import create_pending_descriptors, queue_embedding
 from recommender.taxonomy import CATEGORIES, STYLES
-from tests.conftest import copy_looks, wait_until
+from tests.conftest import copy_looks, wait_until, write_manifest
 
 LABELLED_LOOKS = {"0": "street/hip-hop", "61": "work/military", "88": "unique/kitsch"}
 UNLABELLED_LOOK = "15"  # imported without a style: it gets a suggestion
@@ -26,15 +25,7 @@ def sha256(path):
 def catalogue(sample_dir, tmp_path, transactional_db, active_version, celery_worker_process):
     looks = [*LABELLED_LOOKS, UNLABELLED_LOOK]
     folder = copy_looks(sample_dir, looks, tmp_path / "looks")
-    manifest = tmp_path / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["look", "role", "path", "style", "category"])
-        for path in sorted(folder.iterdir()):
-            look, _, kind = path.stem.split("_")
-            category = HAND_SET[1] if path.name == HAND_SET[0] else ""
-            writer.writerow([look, "snapshot" if kind == "part" else "item", path.name,
-                             LABELLED_LOOKS.get(look, ""), category])
+    manifest = write_manifest(folder, tmp_path / "manifest.csv", LABELLED_LOOKS, dict([HAND_SET]))
     call_command("import_looks", str(folder), manifest=str(manifest), verbosity=0)
     assert Look.objects.get(key=UNLABELLED_LOOK).style is None
     total = Descriptor.objects.count()

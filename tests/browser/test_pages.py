@@ -1,6 +1,5 @@
 """The web pages in a real browser, end to end with real parts: real looks imported and embedded by the real
 Celery worker, real photos uploaded through the pages, the real model answering the searches."""
-import csv
 import re
 from urllib.parse import urlencode
 
@@ -11,7 +10,7 @@ from playwright.sync_api import expect
 from recommender.apps import warm_up_active_model
 from recommender.models import Descriptor, Item, Look, Snapshot
 from tests.browser.conftest import screenshot
-from tests.conftest import copy_looks, wait_until
+from tests.conftest import copy_looks, wait_until, write_manifest
 from wardrobe.models import WardrobeItem
 
 pytestmark = pytest.mark.slow
@@ -46,14 +45,7 @@ def catalogue(sample_dir, tmp_path, transactional_db, active_version, celery_wor
     """The eight looks imported through a manifest (styles, categories), every descriptor ready."""
     ensure_taxonomy()
     folder = copy_looks(sample_dir, LOOK_STYLES, tmp_path / "looks")
-    manifest = tmp_path / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["look", "role", "path", "style", "category"])
-        for path in sorted(folder.iterdir()):
-            look, _, kind = path.stem.split("_")
-            role = "snapshot" if kind == "part" else "item"
-            writer.writerow([look, role, path.name, LOOK_STYLES[look], ITEM_CATEGORIES.get(path.name, "")])
+    manifest = write_manifest(folder, tmp_path / "manifest.csv", LOOK_STYLES, ITEM_CATEGORIES)
     call_command("import_looks", str(folder), "--manifest", str(manifest), verbosity=0)
     warm_up_active_model()  # as the web server does at start: the first search must not load the model
     total = Snapshot.objects.count() + Item.objects.count()
