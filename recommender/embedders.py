@@ -2,19 +2,31 @@
 
 TensorFlow is not fork-safe, so nothing here runs at import time: the worker loads the active model in
 `worker_process_init` (after the fork), the web process on first use.
+
+Only the most recently used few are kept: during a re-embedding a process needs the active version (queries)
+and the new one (the re-embedding tasks); after each `update_db` the oldest becomes garbage, and a long-running
+worker would otherwise hold every version it ever loaded (a Lite2 model is about 50 MB of weights plus its
+TensorFlow graph).
 """
 import threading
+from collections import OrderedDict
 
 from django.conf import settings
 
 from ml.embedding import Embedder, load_embedder
 
-_embedders: dict[str, Embedder] = {}
+KEEP_EMBEDDERS = 2
+
+_embedders: "OrderedDict[str, Embedder]" = OrderedDict()
 _lock = threading.Lock()
 
 
 def get_embedder(version) -> Embedder:
     with _lock:
-        if version.spec not in _embedders:
+        if version.spec in _embedders:
+            _embedders.move_to_end(version.spec)
+        else:
             _embedders[version.spec] = load_embedder(version.spec, settings.MODEL_CACHE_DIR)
+            while len(_embedders) > KEEP_EMBEDDERS:
+                _embedders.popitem(last=False)  # callers still holding it keep it alive until they finish
         return _embedders[version.spec]
