@@ -114,22 +114,35 @@ def test_ranked_indices_diversity_by_hand():
     gallery = unit([1, 0, 0], [0.99, 0.1, 0], [0, 1, 0], [0, 0, 1])
     scores = np.array([[1.0, 0.9, 0.6, 0.0]], np.float32)
     np.testing.assert_array_equal(ranked_indices(scores), [[0, 1, 2, 3]])
-    # MMR with weight 0.5 over the best 3: relevance scaled to [1, 0.75, 0]; after item 0,
-    # item 1 scores 0.5*0.75 - 0.5*0.995 < 0 and item 2 scores 0.5*0 - 0.5*0 = 0 -> item 2 second
-    st = ScoringSettings(diversity=0.5, diversity_depth=3)
+    # MMR with weight 0.5 over the best 3, two places shown: relevance scaled to [1, 0.75, 0]; after
+    # item 0, item 1 scores 0.5*0.75 - 0.5*0.995 < 0 and item 2 scores 0.5*0 - 0.5*0 = 0 -> item 2 shown
+    st = ScoringSettings(diversity=0.5, diversity_depth=3, diversity_shown=2)
     np.testing.assert_array_equal(ranked_indices(scores, st, gallery), [[0, 2, 1, 3]])
-    # a light touch keeps the order; entries past the depth never move; no vectors: plain order
-    np.testing.assert_array_equal(ranked_indices(scores, ScoringSettings(diversity=0.1, diversity_depth=3), gallery),
-                                  [[0, 1, 2, 3]])
+    # a light touch keeps the order; entries past the depth never move; no vectors: plain order;
+    # as many places shown as the depth: the same entries, listed by score
+    light = ScoringSettings(diversity=0.1, diversity_depth=3, diversity_shown=2)
+    np.testing.assert_array_equal(ranked_indices(scores, light, gallery), [[0, 1, 2, 3]])
     np.testing.assert_array_equal(ranked_indices(scores, ScoringSettings(diversity=0.5, diversity_depth=2), gallery),
                                   [[0, 1, 2, 3]])
     np.testing.assert_array_equal(ranked_indices(scores, st), [[0, 1, 2, 3]])
+    np.testing.assert_array_equal(ranked_indices(scores, ScoringSettings(diversity=0.5, diversity_depth=3), gallery),
+                                  [[0, 1, 2, 3]])
+
+
+def test_ranked_indices_lists_the_diverse_picks_by_score():
+    # 0 and 1 near copies, 2 half-way to 0 (cosine 0.5), 3 unlike all; scores scale to [1, 0.8, 0.2, 0]
+    gallery = unit([1, 0, 0], [0.99, 0.1, 0], [0.5, np.sqrt(0.75), 0], [0, 0, 1])
+    scores = np.array([[1.0, 0.9, 0.6, 0.5]], np.float32)
+    st = ScoringSettings(diversity=0.5, diversity_depth=4, diversity_shown=3)
+    # MMR picks 0; then 3 (0.5*0 - 0 = 0) over 2 (0.5*0.2 - 0.5*0.5 = -0.15) and 1 (0.5*0.8 - 0.5*0.995
+    # = -0.0975); then 1 (-0.0975) over 2 (-0.15).  Shown {0, 1, 3} by score, then 2.
+    np.testing.assert_array_equal(ranked_indices(scores, st, gallery), [[0, 1, 3, 2]])
 
 
 def test_ranker_diversifies_item_galleries_only():
     ds, vecs = tiny_dataset()
     vecs = {**vecs, "1_1_reco.jpg": vecs["2_0_reco.jpg"] * 0.99 + 0.01 * vecs["1_0_reco.jpg"]}  # B: a copy of C
-    st = ScoringSettings(diversity=0.9, diversity_depth=4)
+    st = ScoringSettings(diversity=0.9, diversity_depth=4, diversity_shown=2)
     tasks = build_tasks(ds, {2, 3})
     plain = ScoringRanker(vecs, ds, known_look_ids=[1])
     varied = ScoringRanker(vecs, ds, known_look_ids=[1], settings=st)

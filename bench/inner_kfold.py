@@ -1,0 +1,160 @@
+"""Recipe choices judged on five inner folds of the training looks, never on the test looks.
+
+    .venv/bin/python bench/inner_kfold.py train  [--seeds 0 1 2] [--configs frozen ft]   # 15 heads per config
+    .venv/bin/python bench/inner_kfold.py report [--candidates frozen:0 frozen:0,1,2 ft:0 ft:0,1,2]
+    .venv/bin/python bench/inner_kfold.py diversity [--models frozen:0 ft:0]
+
+The looks of `--data` not in `--test-looks` (val_looks.txt: the 189 other dev looks) are shuffled (seed 1234)
+into five folds. `train` trains, for every fold, config and seed, one CGD head on the other four folds with early
+stopping on the held-out fold (as `train_cgd` does on its inner split), and stores the descriptors of that
+split's images under `var/bench/inner_kfold/` (a finished head is not trained again, so the command resumes).
+`report` and `diversity` score every fold's held-out looks as test looks (the other four folds known) and pool
+the queries of the five folds: about 320 snapshot -> items queries instead of the 60 of one inner split.
+
+* `report`: a candidate is a config and its seeds; several seeds are an ensemble (the L2-normalised
+  concatenation, as `--ensemble N` exports). Rows: raw cosine and `DEFAULT_POSTPROCESSING`.
+* `diversity`: the variety among the first six (weight x depth) on the same models.
+
+Configs: `frozen` (the ImageNet backbone frozen, the head trained on cached feature maps) and `ft` (the last
+backbone stage fine-tuned too, `--fine-tune-last-stage`). Metrics as ../shared/docs/EVALUATION.md.
+"""
+import argparse
+import json
+import pickle
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ml.evaluation.dataset import LookDataset, read_look_ids  # noqa: E402
+from ml.retrieval.scoring import ScoringSettings, normalise  # noqa: E402
+from ml.training.trainer import (DEFAULT_POSTPROCESSING, TrainConfig, _all_eval_names, evaluate_vectors,  # noqa: E402
+                                 subset_dataset, train)
+
+SHARED = ROOT.parent / "shared" / "data" / "musinsa"
+CONFIGS = {"frozen": {}, "ft": {"fine_tune_last_stage": True}}
+DIRECTIONS = ("snapshot_to_items", "item_to_snapshots", "snapshot_to_unseen_items")
+FOLDS = 5
+
+
+def folds(look_ids, k: int = FOLDS, seed: int = 1234) -> list[list[int]]:
+    ids = np.array(sorted(look_ids))
+    np.random.default_rng(seed).shuffle(ids)
+    return [sorted(int(x) for x in ids[i::k]) for i in range(k)]
+
+
+def fold_split(pool, fold: int) -> tuple[list[int], list[int]]:
+    """(known looks, held-out looks) of one fold."""
+    held = folds(pool)[fold]
+    return [i for i in pool if i not in set(held)], held
+
+
+def run_dir(out: Path, fold: int, config: str, seed: int) -> Path:
+    return out / f"fold{fold}_{config}_seed{seed}"
+
+
+def train_all(args, dataset, pool) -> None:
+    for seed in args.seeds:
+        for fold in range(FOLDS):
+            for config in args.configs:
+                target = run_dir(args.out, fold, config, seed)
+                if (target / "vectors.pkl").exists():
+                    continue
+                known, held = fold_split(pool, fold)
+                t0 = time.time()
+                result = train(dataset, known, target, args.cache, TrainConfig(seed=seed, ensemble=1, **CONFIGS[config]),
+                               val_look_ids=held, known_look_ids=known, progress=False, log=lambda *a: None)
+                names = [n for n in _all_eval_names(subset_dataset(dataset, pool)) if n in result.index]
+                with open(target / "vectors.pkl", "wb") as fh:
+                    pickle.dump(dict(zip(names, result.vectors_fn(names))), fh)
+                print(f"fold {fold} {config} seed {seed}: best epoch {result.best_epoch}, {time.time() - t0:.0f} s",
+                      flush=True)
+
+
+def fold_vectors(args, fold: int, candidate: str) -> dict:
+    """The candidate's descriptors for one fold: one config, one or several seeds (an ensemble)."""
+    config, seeds = candidate.split(":")
+    runs = []
+    for seed in seeds.split(","):
+        path = run_dir(args.out, fold, config, int(seed)) / "vectors.pkl"
+        if not path.exists():
+            raise SystemExit(f"{path} missing: run `train` with --configs {config} --seeds {seed} first")
+        with open(path, "rb") as fh:
+            runs.append(pickle.load(fh))
+    names = sorted(set.intersection(*(set(r) for r in runs)))
+    joined = normalise(np.concatenate([np.stack([r[n] for n in names]) for r in runs], axis=1))
+    return dict(zip(names, joined))
+
+
+def pooled(args, dataset, pool, candidate: str, settings: ScoringSettings) -> dict:
+    """Metrics over the held-out queries of all folds (each fold's mean weighted by its queries)."""
+    total = {d: {"mAP@100": 0.0, "hit@6": 0.0, "queries": 0} for d in DIRECTIONS}
+    for fold in range(FOLDS):
+        known, held = fold_split(pool, fold)
+        vectors = fold_vectors(args, fold, candidate)
+        split = subset_dataset(dataset, pool)
+        zero = np.zeros(len(next(iter(vectors.values()))), np.float32)
+        vectors = {n: vectors.get(n, zero) for n in _all_eval_names(split)}
+        metrics = evaluate_vectors(split, vectors, held, known, settings)
+        for d in DIRECTIONS:
+            q = metrics[d]["queries"]
+            total[d]["queries"] += q
+            for name in ("mAP@100", "hit@6"):
+                total[d][name] += (metrics[d][name] or 0.0) * q
+    for d in DIRECTIONS:
+        for name in ("mAP@100", "hit@6"):
+            total[d][name] /= max(1, total[d]["queries"])
+    return total
+
+
+def row(label: str, m: dict) -> str:
+    cells = [f"{m[d]['mAP@100']:.4f} / {m[d]['hit@6']:.3f}" for d in DIRECTIONS]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+HEADER = ("| {} | s→i mAP@100 / hit@6 | i→s mAP@100 / hit@6 | B mAP@100 / hit@6 |\n| --- | --- | --- | --- |")
+
+
+def report(args, dataset, pool) -> None:
+    print(HEADER.format("candidate, post-processing"))
+    for candidate in args.candidates:
+        for label, settings in (("raw cosine", ScoringSettings()), ("DEFAULT_POSTPROCESSING", DEFAULT_POSTPROCESSING)):
+            print(row(f"{candidate}, {label}", pooled(args, dataset, pool, candidate, settings)), flush=True)
+    counts = pooled(args, dataset, pool, args.candidates[0], ScoringSettings())
+    print("queries pooled over the folds: " + ", ".join(f"{d} {counts[d]['queries']}" for d in DIRECTIONS))
+
+
+def diversity(args, dataset, pool) -> None:
+    print(HEADER.format("model, diversity weight / depth"))
+    for model in args.models:
+        for weight, depth in [(0.0, 12)] + [(w, d) for w in (0.3, 0.5, 0.7, 0.9) for d in (12, 18, 24, 36)]:
+            settings = replace(DEFAULT_POSTPROCESSING, diversity=weight, diversity_depth=depth)
+            label = f"{model}, {weight} / {depth}" if weight else f"{model}, off"
+            print(row(label, pooled(args, dataset, pool, model, settings)), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["train", "report", "diversity"])
+    parser.add_argument("--data", type=Path, default=SHARED / "dev")
+    parser.add_argument("--test-looks", type=Path, default=SHARED / "val_looks.txt",
+                        help="looks left out of every fold (the split results are reported on)")
+    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "inner_kfold")
+    parser.add_argument("--cache", type=Path, default=ROOT / "var" / "models" / "features")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--candidates", nargs="+", default=["frozen:0", "frozen:0,1,2", "ft:0", "ft:0,1,2"])
+    parser.add_argument("--models", nargs="+", default=["frozen:0", "ft:0"])
+    args = parser.parse_args()
+    dataset = LookDataset.from_folder(args.data)
+    pool = sorted(set(dataset.looks) - read_look_ids(args.test_looks, dataset))
+    {"train": train_all, "report": report, "diversity": diversity}[args.command](args, dataset, pool)
+
+
+if __name__ == "__main__":
+    main()
