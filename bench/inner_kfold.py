@@ -19,7 +19,6 @@ Configs: `frozen` (the ImageNet backbone frozen, the head trained on cached feat
 backbone stage fine-tuned too, `--fine-tune-last-stage`). Metrics as ../shared/docs/EVALUATION.md.
 """
 import argparse
-import json
 import pickle
 import sys
 import time
@@ -51,7 +50,8 @@ def folds(look_ids, k: int = FOLDS, seed: int = 1234) -> list[list[int]]:
 def fold_split(pool, fold: int) -> tuple[list[int], list[int]]:
     """(known looks, held-out looks) of one fold."""
     held = folds(pool)[fold]
-    return [i for i in pool if i not in set(held)], held
+    held_set = set(held)
+    return [i for i in pool if i not in held_set], held
 
 
 def run_dir(out: Path, fold: int, config: str, seed: int) -> Path:
@@ -94,10 +94,10 @@ def fold_vectors(args, fold: int, candidate: str) -> dict:
 def pooled(args, dataset, pool, candidate: str, settings: ScoringSettings) -> dict:
     """Metrics over the held-out queries of all folds (each fold's mean weighted by its queries)."""
     total = {d: {"mAP@100": 0.0, "hit@6": 0.0, "queries": 0} for d in DIRECTIONS}
+    split = subset_dataset(dataset, pool)
     for fold in range(FOLDS):
         known, held = fold_split(pool, fold)
         vectors = fold_vectors(args, fold, candidate)
-        split = subset_dataset(dataset, pool)
         zero = np.zeros(len(next(iter(vectors.values()))), np.float32)
         vectors = {n: vectors.get(n, zero) for n in _all_eval_names(split)}
         metrics = evaluate_vectors(split, vectors, held, known, settings)
@@ -124,9 +124,9 @@ def report(args, dataset, pool) -> None:
     print(HEADER.format("candidate, post-processing"))
     for candidate in args.candidates:
         for label, settings in (("raw cosine", ScoringSettings()), ("DEFAULT_POSTPROCESSING", DEFAULT_POSTPROCESSING)):
-            print(row(f"{candidate}, {label}", pooled(args, dataset, pool, candidate, settings)), flush=True)
-    counts = pooled(args, dataset, pool, args.candidates[0], ScoringSettings())
-    print("queries pooled over the folds: " + ", ".join(f"{d} {counts[d]['queries']}" for d in DIRECTIONS))
+            metrics = pooled(args, dataset, pool, candidate, settings)
+            print(row(f"{candidate}, {label}", metrics), flush=True)
+    print("queries pooled over the folds: " + ", ".join(f"{d} {metrics[d]['queries']}" for d in DIRECTIONS))
 
 
 def diversity(args, dataset, pool) -> None:

@@ -5,8 +5,8 @@ TensorFlow is not fork-safe, so nothing here runs at import time: the worker loa
 
 Only the most recently used few are kept: during a re-embedding a process needs the active version (queries)
 and the new one (the re-embedding tasks); after each `update_db` the oldest becomes garbage, and a long-running
-worker would otherwise hold every version it ever loaded (a Lite2 model is about 50 MB of weights plus its
-TensorFlow graph).
+worker would otherwise hold every version it ever loaded (each a backbone's weights plus its TensorFlow
+graph).
 """
 import threading
 from collections import OrderedDict
