@@ -19,12 +19,13 @@ import numpy as np
 
 from ml.files import atomic_target
 
-from .efficientnet_lite import FEATURE_LAYER, VARIANTS, block_configs, build_efficientnet_lite
+from .efficientnet_lite import FEATURE_LAYER, VARIANTS, block_configs, build_efficientnet_lite, fold_batchnorm
 from .torch_pickle import load_legacy_state_dict
 
 __all__ = [
     "IMAGENET_CLASSES",
     "load_imagenet_efficientnet_lite",
+    "load_folded_imagenet_efficientnet_lite",
     "feature_model",
     "torch_weights_path",
     "port_state_dict",
@@ -147,6 +148,13 @@ def load_imagenet_efficientnet_lite(variant: str = "lite0", cache_dir=None) -> k
     if target is not None:
         _atomic_save_weights(model, target)
     return model
+
+
+def load_folded_imagenet_efficientnet_lite(variant: str = "lite0", cache_dir=None) -> keras.Model:
+    """:func:`load_imagenet_efficientnet_lite` with BatchNorm folded into the convolutions
+    (:func:`~ml.backbones.efficientnet_lite.fold_batchnorm`): the same outputs, about 25 % faster
+    on CPU. What every inference and frozen-backbone user of the ImageNet weights runs."""
+    return fold_batchnorm(load_imagenet_efficientnet_lite(variant, cache_dir), variant)
 
 
 def feature_model(model: keras.Model) -> keras.Model:

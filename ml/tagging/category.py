@@ -207,9 +207,9 @@ class CategoryTagger:
 
     def __init__(self, variant: str = "lite0", cache_dir=None):
         # (ml.backbones first: it switches on TensorFlow's oneDNN kernels before TensorFlow loads)
-        from ml.backbones.efficientnet_lite import VARIANTS, fold_batchnorm
+        from ml.backbones.efficientnet_lite import VARIANTS
         import tensorflow as tf
-        from ml.backbones.imagenet import IMAGENET_CLASSES, load_imagenet_efficientnet_lite
+        from ml.backbones.imagenet import IMAGENET_CLASSES, load_folded_imagenet_efficientnet_lite
         from ml.embedding import default_cache_dir
 
         if variant not in VARIANTS:
@@ -219,7 +219,7 @@ class CategoryTagger:
         self.classes = list(IMAGENET_CLASSES)
         self.matrix = category_matrix(self.classes)
         cache_dir = default_cache_dir() if cache_dir is None else cache_dir
-        model = fold_batchnorm(load_imagenet_efficientnet_lite(variant, cache_dir), variant)
+        model = load_folded_imagenet_efficientnet_lite(variant, cache_dir)
         size = self.input_size
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True)

@@ -111,11 +111,10 @@ class FeatureCache:
         if self._model is None:
             import tensorflow as tf
 
-            from ml.backbones.efficientnet_lite import fold_batchnorm, split_last_stage
-            from ml.backbones.imagenet import feature_model, load_imagenet_efficientnet_lite
+            from ml.backbones.efficientnet_lite import split_last_stage
+            from ml.backbones.imagenet import feature_model, load_folded_imagenet_efficientnet_lite
 
-            base = load_imagenet_efficientnet_lite(self.variant, self.weights_dir)
-            folded = fold_batchnorm(base, self.variant)
+            folded = load_folded_imagenet_efficientnet_lite(self.variant, self.weights_dir)
             if self.stage == "top":
                 fm = feature_model(folded)
             else:

@@ -159,6 +159,8 @@ DEFAULT_POSTPROCESSING = ScoringSettings(
 )
 
 _S2I, _I2S = "snapshot_to_items", "item_to_snapshots"
+#: CSLS settings tried for each direction: off, and k x weight
+_CSLS_GRID = [(0, 0.5)] + [(k, w) for k in (5, 10, 20) for w in (0.25, 0.5, 1.0)]
 
 
 def _metric(metrics: dict, direction: str, name: str) -> float:
@@ -203,13 +205,13 @@ def select_postprocessing(dataset: LookDataset, vectors: dict, val_look_ids, kno
                 consider(_S2I, lt_weight=w, lt_top_k=top_k, lt_reduce=reduce)
     for pw in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5):
         consider(_S2I, pop_weight=pw)
-    for ck, cw in [(0, 0.5)] + [(k, w) for k in (5, 10, 20) for w in (0.25, 0.5, 1.0)]:
+    for ck, cw in _CSLS_GRID:
         consider(_S2I, csls_k=ck, csls_weight=cw)
     for qe_k, qe_alpha in ((1, 0.0), (2, 0.0), (3, 3.0), (5, 3.0)):
         consider(_S2I, qe=True, qe_k=qe_k, qe_alpha=qe_alpha)
     for dba_k in (1, 2, 3):
         consider(_S2I, dba=True, dba_k=dba_k)
-    for ck, cw in [(0, 0.5)] + [(k, w) for k in (5, 10, 20) for w in (0.25, 0.5, 1.0)]:
+    for ck, cw in _CSLS_GRID:
         consider(_I2S, csls_k=ck, csls_weight=cw)
     for w in (0.0, 0.3, 0.5, 0.7, 0.85):
         for top_k in (5, 10, 20, 50, 0):
@@ -503,18 +505,13 @@ def train(dataset: LookDataset, train_look_ids, out_dir, cache_dir, config: Trai
     return result
 
 
-def _imagenet_backbone(backbone: str, weights_dir):
-    from ml.backbones.efficientnet_lite import fold_batchnorm
-    from ml.backbones.imagenet import load_imagenet_efficientnet_lite
-
-    return fold_batchnorm(load_imagenet_efficientnet_lite(backbone, Path(weights_dir)), backbone)
-
-
 def _imagenet_last_stage(config: TrainConfig, cache_dir):
     """The backbone's last stage with its ImageNet weights (the starting point of fine-tuning)."""
     from ml.backbones.efficientnet_lite import split_last_stage
+    from ml.backbones.imagenet import load_folded_imagenet_efficientnet_lite
 
-    _, last_stage = split_last_stage(_imagenet_backbone(config.backbone, Path(cache_dir).parent), config.backbone)
+    folded = load_folded_imagenet_efficientnet_lite(config.backbone, Path(cache_dir).parent)
+    _, last_stage = split_last_stage(folded, config.backbone)
     return last_stage
 
 
@@ -582,7 +579,7 @@ def export_model_dir(heads, config: TrainConfig, model_dir, cache_dir, card_extr
     import keras
 
     from ml.backbones.efficientnet_lite import VARIANTS, split_last_stage
-    from ml.backbones.imagenet import feature_model
+    from ml.backbones.imagenet import feature_model, load_folded_imagenet_efficientnet_lite
     from ml.cgd import build_descriptor_model
     from ml.cgd.pooling import L2Normalize
 
@@ -595,7 +592,7 @@ def export_model_dir(heads, config: TrainConfig, model_dir, cache_dir, card_extr
             raise ValueError("give one fine-tuned last stage per head, or none")
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    folded = _imagenet_backbone(config.backbone, cache_dir)
+    folded = load_folded_imagenet_efficientnet_lite(config.backbone, Path(cache_dir))
     size = VARIANTS[config.backbone].input_size
     image = keras.Input((size, size, 3), name="image")
     if last_stages is None:

@@ -145,8 +145,8 @@ def test_resume_continues_from_the_checkpoint(dataset, models_dir, tmp_path):
 
 
 def test_fine_tuning_the_last_stage_trains_it_and_exports_it(dataset, models_dir, tmp_path):
-    from ml.backbones.efficientnet_lite import fold_batchnorm, split_last_stage
-    from ml.backbones.imagenet import load_imagenet_efficientnet_lite
+    from ml.backbones.efficientnet_lite import split_last_stage
+    from ml.backbones.imagenet import load_folded_imagenet_efficientnet_lite
     from ml.training.trainer import export_model_dir
 
     looks = sorted(set(dataset.looks) - TEST)
@@ -157,8 +157,7 @@ def test_fine_tuning_the_last_stage_trains_it_and_exports_it(dataset, models_dir
     assert list((models_dir / "features").glob("lite0-224-last_stage_input/v0/*/*.npy"))
     assert (tmp_path / "ft" / "last_stage.weights.npz").is_file()
 
-    _, imagenet_stage = split_last_stage(fold_batchnorm(load_imagenet_efficientnet_lite("lite0", models_dir), "lite0"),
-                                         "lite0")
+    _, imagenet_stage = split_last_stage(load_folded_imagenet_efficientnet_lite("lite0", models_dir), "lite0")
     tuned = result.last_stage.get_layer("top_conv").get_weights()[0]
     assert not np.allclose(tuned, imagenet_stage.get_layer("top_conv").get_weights()[0])
 
