@@ -10,6 +10,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from fashionsite.schema import error_response
 from recommender.api.views import BadUpload
 from recommender.models import Category, Look, Snapshot, Style
 from recommender.services.uploads import UploadError
@@ -127,7 +128,10 @@ class LikedLooksView(APIView):
         )
         return Response({"results": LikedLookSerializer(likes, many=True, context={"request": request}).data})
 
-    @extend_schema(request=LikeSerializer, responses={201: LikedLookSerializer, 200: LikedLookSerializer})
+    @extend_schema(
+        request=LikeSerializer,
+        responses={201: LikedLookSerializer, 200: LikedLookSerializer, 404: error_response("No look with this id.")},
+    )
     def post(self, request):
         serializer = LikeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
