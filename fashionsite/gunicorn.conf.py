@@ -27,7 +27,7 @@ max_requests_jitter = max_requests // 10
 
 # Behind a TLS proxy on another machine, list its address, so that gunicorn believes its X-Forwarded-Proto.
 forwarded_allow_ips = os.environ.get("FASHIONSITE_FORWARDED_ALLOW_IPS", "127.0.0.1")
-accesslog = os.environ.get("FASHIONSITE_ACCESS_LOG", "-")
+accesslog = os.environ.get("FASHIONSITE_ACCESS_LOG", "-") or None  # "" for none
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # gunicorn's control socket defaults to one path per user: two platforms on one machine would share it.

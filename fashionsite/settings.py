@@ -24,7 +24,7 @@ if HTTPS:
     SECURE_SSL_REDIRECT = True
     SECURE_HSTS_SECONDS = int(os.environ.get("FASHIONSITE_HSTS_SECONDS", str(365 * 24 * 3600)))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = os.environ.get("FASHIONSITE_HSTS_INCLUDE_SUBDOMAINS", "1") == "1"
-    SECURE_HSTS_PRELOAD = os.environ.get("FASHIONSITE_HSTS_PRELOAD", "0") == "1"
+    SECURE_HSTS_PRELOAD = os.environ.get("FASHIONSITE_HSTS_PRELOAD", "1") == "1"
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     # /healthz stays reachable over plain HTTP for a load balancer's probe on the private network.
