@@ -56,6 +56,8 @@ class NameChoiceField(serializers.CharField):
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data).strip()
+        if "\x00" in value:  # checked before the database sees it (Postgres text cannot hold NUL)
+            raise serializers.ValidationError("null characters are not allowed")
         if value and not self.model.objects.filter(name=value).exists():
             known = ", ".join(self.model.objects.order_by("name").values_list("name", flat=True))
             raise serializers.ValidationError(f"unknown {self.model._meta.verbose_name} {value!r} (known: {known})")

@@ -15,7 +15,6 @@ from recommender.api.views import BadUpload
 from recommender.models import Category, Look, Snapshot, Style
 from recommender.services.uploads import UploadError
 from wardrobe.api.serializers import (
-    AcceptedSerializer,
     LikedLookSerializer,
     LikedLooksSerializer,
     LikeSerializer,
@@ -40,6 +39,14 @@ from wardrobe.services import (
 )
 
 
+_ACCEPTED = {
+    "type": "object",
+    "properties": {"id": {"type": "integer"}, "status": {"type": "string", "enum": ["pending", "ready", "failed"]}},
+    "required": ["id", "status"],
+}
+ACCEPTED_ONE_OR_MANY = {"oneOf": [_ACCEPTED, {"type": "array", "items": _ACCEPTED}]}
+
+
 class WardrobeItemsView(APIView):
     """The user's wardrobe. POST uploads one or several photos (each an `image` part); each is embedded by the
     workers, so it starts pending: poll its status."""
@@ -56,7 +63,7 @@ class WardrobeItemsView(APIView):
         request={"multipart/form-data": WardrobeUploadSerializer},
         responses={
             202: OpenApiResponse(
-                AcceptedSerializer, description="One {id, status}, or a list of them when several images were sent."
+                ACCEPTED_ONE_OR_MANY, description="One {id, status}, or a list of them when several images were sent."
             )
         },
     )
@@ -100,6 +107,8 @@ class WardrobeItemView(APIView):
         self._item(request, item_id)
         serializer = WardrobeItemUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
+        if not serializer.validated_data:
+            raise ValidationError({"detail": ["nothing to change: send a category and/or a style"]})
         update_wardrobe_item(request.user, item_id, **serializer.validated_data)
         return self.get(request, item_id)
 
@@ -162,6 +171,8 @@ def _filter(request, name: str, model) -> str | None:
     if name not in request.query_params:
         return None
     value = request.query_params[name].strip()
+    if "\x00" in value:
+        raise ValidationError({name: ["null characters are not allowed"]})
     if value and not model.objects.filter(name=value).exists():
         raise ValidationError({"detail": f"unknown {name} {value!r}"})
     return value
