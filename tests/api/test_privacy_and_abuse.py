@@ -275,3 +275,34 @@ def test_the_format_is_checked_from_the_first_bytes():
         read_header(io.BytesIO(gif), name="renamed.jpg")  # the name says JPEG; the bytes say GIF
     with pytest.raises(UploadError, match="corrupt JPEG header"):
         read_header(io.BytesIO(b"\xff\xd8\xff" + b"\x00" * 100), name="fake.jpg")
+
+
+def test_throttle_counters_live_in_redis_shared_by_every_web_process(active_version):
+    import redis
+
+    location = settings.CACHES["default"]["LOCATION"]
+    assert settings.CACHES["default"]["BACKEND"] == "fashionsite.cache.ResilientRedisCache"
+    assert location != settings.REDIS_URL  # its own database: clearing the cache never touches the task queue
+    with _rates(search_anon="3/minute"):
+        APIClient().post("/api/search/items/", {"image": upload("e.jpg", b"")}, format="multipart")
+    keys = redis.Redis.from_url(location).keys("*throttle_search_anon*")
+    assert keys, "another process (a second gunicorn worker, a restarted one) reads the same counter"
+
+
+def test_with_the_cache_down_requests_are_still_answered(active_version):
+    dead = {"default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/1"}}
+    with override_settings(CACHES=dead):
+        start = time.monotonic()
+        codes = [APIClient().post("/api/search/items/", {"image": upload("e.jpg", b"")}, format="multipart")
+                 .status_code for _ in range(5)]
+        elapsed = time.monotonic() - start
+    assert codes == [400] * 5  # the empty file's 400, not a 500 from the throttle's cache
+    assert elapsed < 5, "after the first timeout the cache is not tried again for a while"
+
+
+def test_more_than_twenty_files_in_one_upload_is_a_400(make_user, active_version):
+    _, client = make_user()
+    files = [upload(f"p{n}.jpg", image_bytes(size=(8, 8))) for n in range(21)]
+    response = client.post("/api/wardrobe/items/", {"image": files}, format="multipart")
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "bad_request" and WardrobeItem.objects.count() == 0
