@@ -117,3 +117,33 @@ def test_https_settings_make_check_deploy_clean():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_gunicorn_loads_the_app_and_the_model_in_each_worker_after_the_fork():
+    """TensorFlow is not fork-safe: no --preload, and the model is warmed by a post_worker_init hook."""
+    from gunicorn.config import Config
+
+    from fashionsite.launcher import web_command
+
+    command = web_command()
+    assert "--preload" not in command and command[command.index("--config") + 1].endswith("gunicorn.conf.py")
+    config = Config()
+    namespace = {}
+    exec(open(command[command.index("--config") + 1]).read(), namespace)
+    for name in ("wsgi_app", "workers", "threads", "worker_class", "timeout", "max_requests", "max_requests_jitter",
+                 "preload_app", "post_worker_init"):
+        config.set(name, namespace[name])
+    assert config.preload_app is False and config.worker_class_str == "gthread"
+    assert config.workers == 2 and config.threads >= 2 and config.max_requests_jitter > 0
+    assert "warm_up_active_model" in namespace["post_worker_init"].__code__.co_names
+
+
+def test_the_procfile_declares_the_services():
+    from fashionsite.paths import PROJECT_ROOT
+
+    services = dict(
+        line.split(":", 1) for line in (PROJECT_ROOT / "Procfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert {"web", "worker", "training", "beat"} <= set(services)
+    assert "gunicorn --config fashionsite/gunicorn.conf.py" in services["web"] and "--preload" not in services["web"]
