@@ -18,11 +18,11 @@ RETRY_AFTER_SECONDS = 5.0
 
 
 def cache_url_beside(redis_url: str) -> str:
-    """The Redis URL of the database after the broker's (redis://host:port/0 -> .../1): the cache can be cleared
-    (tests do) without touching the task queue."""
+    """The Redis URL of the database after the broker's (redis://host:port/0 -> .../1; 15 -> 0, Redis has 16): the
+    cache can be cleared (tests do) without touching the task queue."""
     parts = urlsplit(redis_url)
-    number = parts.path.strip("/") or "0"
-    return urlunsplit(parts._replace(path=f"/{int(number) + 1}"))
+    number = int(parts.path.strip("/") or "0")
+    return urlunsplit(parts._replace(path=f"/{(number + 1) % 16}"))
 
 
 def _connection_errors():
