@@ -1,0 +1,126 @@
+"""Colour words against hand labels: data/labels/item_colours.csv (product photos of ../shared/data/musinsa/dev).
+
+Each label row names the garment's colour (``colour``: accepted names separated by "|", the first the labeller's
+choice) and, for a two-tone garment, its second colour (``second``, same form). Printed per half of the file (the
+first half set the thresholds of ml.tagging.colour, the second did not) and for all rows:
+
+* first right: the first word is one of the accepted names of ``colour``;
+* two-tone both right: on the rows with a ``second``, two words, one accepted for each colour (either order);
+* single named single: on the rows without a ``second``, one word only (no invented second colour);
+* the old rule (wardrobe's whole-photo colour before issue 12) on the same rows, and the time per photo beside
+  the time to decode it.
+
+    .venv/bin/python bench/colour_accuracy.py [--labels CSV] [--images DIR] [--show-errors]
+"""
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ml.tagging.colour import colour_words  # noqa: E402
+
+# The rule before issue 12 (wardrobe.services.wardrobe.dominant_colour at cec9da6), frozen here as the baseline:
+# the middle of the whole photo, near-white pixels dropped, the most frequent per-pixel name.
+_OLD_COLOURS = {
+    "red": (200, 30, 40), "orange": (235, 130, 30), "yellow": (235, 210, 50), "green": (50, 140, 60),
+    "olive": (110, 110, 50), "teal": (30, 130, 130), "blue": (40, 90, 200), "navy": (25, 35, 80),
+    "purple": (120, 60, 150), "pink": (235, 150, 180), "brown": (110, 70, 40), "beige": (215, 195, 160),
+}
+
+
+def old_whole_photo_rule(image) -> str:
+    import numpy as np
+
+    width, height = image.size
+    middle = image.convert("RGB").crop((width // 5, height // 7, width - width // 5, height - height // 7))
+    pixels = np.asarray(middle.resize((64, 64)), dtype=np.float32).reshape(-1, 3)
+    high, low = pixels.max(axis=1), pixels.min(axis=1)
+    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1), 0)
+    background = (low > 235) & (saturation < 0.08)
+    if (~background).sum() >= 0.05 * len(pixels):
+        pixels, high, saturation = pixels[~background], high[~background], saturation[~background]
+    names = np.empty(len(pixels), dtype=object)
+    grey = (saturation < 0.25) | (high < 45)
+    names[grey & (high < 60)] = "black"
+    names[grey & (high >= 60) & (high < 200)] = "grey"
+    names[grey & (high >= 200)] = "white"
+    chroma = ~grey
+    if chroma.any():
+        references = np.array(list(_OLD_COLOURS.values()), dtype=np.float32)
+        distances = ((pixels[chroma, None, :] - references[None]) ** 2).sum(axis=2)
+        names[chroma] = np.array(list(_OLD_COLOURS), dtype=object)[distances.argmin(axis=1)]
+    values, counts = np.unique(names.astype(str), return_counts=True)
+    return str(values[counts.argmax()])
+
+
+def accepted(field: str) -> set[str]:
+    return {name.strip() for name in field.split("|") if name.strip()}
+
+
+def score(words: str, row: dict) -> dict:
+    names = words.split(" and ")
+    first, second = accepted(row["colour"]), accepted(row["second"])
+    result = {"first": names[0] in first, "two_tone": bool(second)}
+    if second:
+        result["both"] = len(names) == 2 and (
+            (names[0] in first and names[1] in second) or (names[1] in first and names[0] in second)
+        )
+    else:
+        result["single"] = len(names) == 1
+    return result
+
+
+def summary(scores: list[dict]) -> str:
+    def rate(key, rows):
+        rows = [s for s in rows if key in s]
+        return f"{sum(s[key] for s in rows)}/{len(rows)} = {sum(s[key] for s in rows) / max(len(rows), 1):.2f}"
+
+    return (f"first right {rate('first', scores)}; two-tone both right {rate('both', scores)}; "
+            f"single named single {rate('single', scores)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--labels", type=Path, default=ROOT / "data" / "labels" / "item_colours.csv")
+    parser.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "musinsa" / "dev")
+    parser.add_argument("--show-errors", action="store_true")
+    args = parser.parse_args()
+    rows = list(csv.DictReader(args.labels.open()))
+    missing = [row["file"] for row in rows if not (args.images / row["file"]).exists()]
+    if missing:
+        print(f"missing photos in {args.images}: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    new, old, errors = [], [], []
+    decode_s = words_s = 0.0
+    for row in rows:
+        started = time.perf_counter()
+        with Image.open(args.images / row["file"]) as image:
+            image = image.convert("RGB")
+        decoded = time.perf_counter()
+        words = colour_words(image)
+        words_s += time.perf_counter() - decoded
+        decode_s += decoded - started
+        new.append(score(words, row))
+        old.append(score(old_whole_photo_rule(image), row))
+        if not (new[-1]["first"] and new[-1].get("both", True) and new[-1].get("single", True)):
+            errors.append(f"  {row['file']}: said {words!r}, labelled {row['colour']!r} / {row['second']!r}")
+    half = (len(rows) + 1) // 2
+    print(f"{len(rows)} hand-labelled photos ({sum(bool(r['second']) for r in rows)} two-tone)")
+    print(f"tuning half  ({half}):   {summary(new[:half])}")
+    print(f"held-out half ({len(rows) - half}): {summary(new[half:])}")
+    print(f"all ({len(rows)}):           {summary(new)}")
+    print(f"old whole-photo rule, all: {summary(old)}")
+    print(f"time per photo: colour words {1000 * words_s / len(rows):.1f} ms, JPEG decode {1000 * decode_s / len(rows):.1f} ms")
+    if args.show_errors:
+        print("\n".join(errors))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
