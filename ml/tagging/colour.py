@@ -36,6 +36,7 @@ BORDER_SHARE = 0.15
 BACKGROUND_DELTA_E = 10.0
 MIN_GARMENT_SHARE = 0.04  # below this the background rule ate the garment: fall back to a milder one
 SKIN_MAX_SHARE = 0.5
+CENTRE_SIGMA = 0.5
 CLUSTERS = 5
 SAMPLE = 2000
 LIGHTNESS_WEIGHT = 0.6
@@ -159,15 +160,27 @@ def name_of(lab: np.ndarray) -> np.ndarray:
     return _PALETTE_NAMES[distance.argmin(axis=-1)]
 
 
+def _centre_weights(shape) -> np.ndarray:
+    """How much each pixel counts: a Gaussian around the photo's centre (the product is centred; a model's hair,
+    shoes or other clothes are nearer the edges)."""
+    if CENTRE_SIGMA is None:
+        return np.ones(shape)
+    height, width = shape
+    y = (np.arange(height) - (height - 1) / 2) / (CENTRE_SIGMA * height)
+    x = (np.arange(width) - (width - 1) / 2) / (CENTRE_SIGMA * width)
+    return np.exp(-0.5 * (y[:, None] ** 2 + x[None, :] ** 2))
+
+
 def garment_colours(image: Image.Image) -> list[ColourShare]:
     """The garment's colour names, most common first, with their share of its pixels and mean Lab colour."""
     mask, lab = garment_mask(image)
-    points = lab[mask]
+    points, weights = lab[mask], _centre_weights(mask.shape)[mask]
     if len(points) > SAMPLE:
-        points = points[np.random.default_rng(0).choice(len(points), SAMPLE, replace=False)]
+        keep = np.random.default_rng(0).choice(len(points), SAMPLE, replace=False)
+        points, weights = points[keep], weights[keep]
     centres, labels = _kmeans(points, CLUSTERS)
     names = name_of(centres)
-    shares = np.bincount(labels, minlength=len(centres)) / len(labels)
+    shares = np.bincount(labels, weights=weights, minlength=len(centres)) / weights.sum()
     merged: dict[str, tuple[float, np.ndarray]] = {}
     for name, share, centre in zip(names, shares, centres):
         total, weighted = merged.get(name, (0.0, np.zeros(3)))
