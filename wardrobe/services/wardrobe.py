@@ -10,6 +10,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
 
+from ml.images import ImageError, load_rgb
 from ml.tagging.colour import colour_words
 from recommender.models import Category, Descriptor, Look, Style
 from recommender.services.embedding import create_pending_descriptors, queue_embedding
@@ -138,6 +139,45 @@ def delete_wardrobe_item(user, item_id) -> None:
         schedule_suggestions(user.pk)
         if name and not WardrobeItem.objects.filter(image=name).exists():
             transaction.on_commit(lambda: storage.delete(name))
+
+
+def recolour_wardrobe_items(progress: bool = False, batch_size: int = 200) -> dict:
+    """Recomputes every upload's colour words from its photo (after the colour rule changed), a batch at a
+    time (memory stays flat), and queues the suggestions of the owners whose words changed (their reasons name
+    them). Idempotent; an unreadable file keeps its words and is counted. Returns {changed, unchanged, failed}."""
+    from tqdm import tqdm
+
+    outcome = {"changed": 0, "unchanged": 0, "failed": 0}
+    owners = set()
+    rows = WardrobeItem.objects.order_by("id").only("id", "owner_id", "image", "colour")
+    bar = tqdm(total=rows.count(), desc="colour words", unit="img", disable=not progress)
+    batch = []
+    for item in rows.iterator(chunk_size=batch_size):
+        try:
+            with item.image.open("rb") as handle:
+                words = colour_words(load_rgb(handle, name=item.image.name, draft_size=256))
+        except (ImageError, OSError) as error:
+            logger.warning("colour words of wardrobe item %s: %s", item.id, error)
+            outcome["failed"] += 1
+        else:
+            if words == item.colour:
+                outcome["unchanged"] += 1
+            else:
+                item.colour = words
+                batch.append(item)
+                owners.add(item.owner_id)
+        if len(batch) >= batch_size:
+            WardrobeItem.objects.bulk_update(batch, ["colour"])
+            outcome["changed"] += len(batch)
+            batch = []
+        bar.update()
+    WardrobeItem.objects.bulk_update(batch, ["colour"])
+    outcome["changed"] += len(batch)
+    bar.close()
+    with transaction.atomic():
+        for owner_id in sorted(owners):
+            schedule_suggestions(owner_id)
+    return outcome
 
 
 # ---------------------------------------------------------------------------------------------------- likes
