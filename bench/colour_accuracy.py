@@ -10,7 +10,10 @@ first half set the thresholds of ml.tagging.colour, the second did not) and for 
 * the old rule (wardrobe's whole-photo colour before issue 12) on the same rows, and the time per photo beside
   the time to decode it.
 
-    .venv/bin/python bench/colour_accuracy.py [--labels CSV] [--images DIR] [--show-errors]
+    .venv/bin/python bench/colour_accuracy.py [--labels CSV] [--images DIR] [--show-errors] [--sheet PNG]
+
+``--sheet`` draws every photo beside its garment mask (background and skin in magenta) with the words said and
+labelled, wrong ones first: look at it, never commit it (the photos are not ours; test-artifacts/ is ignored).
 """
 import argparse
 import csv
@@ -23,7 +26,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ml.tagging.colour import colour_words  # noqa: E402
+from ml.tagging.colour import colour_words, garment_mask  # noqa: E402
 
 # The rule before issue 12 (wardrobe.services.wardrobe.dominant_colour at cec9da6), frozen here as the baseline:
 # the middle of the whole photo, near-white pixels dropped, the most frequent per-pixel name.
@@ -90,13 +93,14 @@ def main() -> int:
     parser.add_argument("--labels", type=Path, default=ROOT / "data" / "labels" / "item_colours.csv")
     parser.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "musinsa" / "dev")
     parser.add_argument("--show-errors", action="store_true")
+    parser.add_argument("--sheet", type=Path, help="write a contact sheet of photos, masks and words (PNG)")
     args = parser.parse_args()
     rows = list(csv.DictReader(args.labels.open()))
     missing = [row["file"] for row in rows if not (args.images / row["file"]).exists()]
     if missing:
         print(f"missing photos in {args.images}: {', '.join(missing)}", file=sys.stderr)
         return 2
-    new, old, errors = [], [], []
+    new, old, errors, said = [], [], [], []
     decode_s = words_s = 0.0
     for row in rows:
         started = time.perf_counter()
@@ -107,6 +111,7 @@ def main() -> int:
         words_s += time.perf_counter() - decoded
         decode_s += decoded - started
         new.append(score(words, row))
+        said.append(words)
         old.append(score(old_whole_photo_rule(image), row))
         if not (new[-1]["first"] and new[-1].get("both", True) and new[-1].get("single", True)):
             errors.append(f"  {row['file']}: said {words!r}, labelled {row['colour']!r} / {row['second']!r}")
@@ -119,7 +124,38 @@ def main() -> int:
     print(f"time per photo: colour words {1000 * words_s / len(rows):.1f} ms, JPEG decode {1000 * decode_s / len(rows):.1f} ms")
     if args.show_errors:
         print("\n".join(errors))
+    if args.sheet:
+        right = [s["first"] and s.get("both", True) and s.get("single", True) for s in new]
+        order = sorted(range(len(rows)), key=lambda i: (right[i], i))
+        contact_sheet([args.images / rows[i]["file"] for i in order], [said[i] for i in order],
+                      [rows[i] for i in order], [right[i] for i in order], args.sheet)
+        print(f"contact sheet: {args.sheet}")
     return 0
+
+
+def contact_sheet(paths, said, rows, right, target: Path, size: int = 150, columns: int = 4) -> None:
+    import numpy as np
+    from PIL import ImageDraw
+
+    cell_w, cell_h = 2 * size, size + 30
+    sheet = Image.new("RGB", (columns * cell_w, -(-len(paths) // columns) * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (path, words, row, ok) in enumerate(zip(paths, said, rows, right)):
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+        mask, _ = garment_mask(image)
+        small = np.asarray(image.resize(mask.shape[::-1], Image.NEAREST)).copy()
+        small[~mask] = (255, 0, 255)
+        x, y = (i % columns) * cell_w, (i // columns) * cell_h
+        for j, picture in enumerate((image, Image.fromarray(small))):
+            picture = picture.copy()
+            picture.thumbnail((size, size))
+            sheet.paste(picture, (x + j * size, y))
+        label = row["colour"].split("|")[0] + (" / " + row["second"].split("|")[0] if row["second"] else "")
+        draw.text((x + 2, y + size + 2), f"{path.name}: {words}", fill="black" if ok else "red")
+        draw.text((x + 2, y + size + 15), f"labelled {label}", fill="grey")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(target)
 
 
 if __name__ == "__main__":
