@@ -93,26 +93,32 @@ def _shrunk(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float64) / 255.0
 
 
+def _squared_distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    return np.maximum(
+        (points**2).sum(axis=1)[:, None] - 2 * points @ centres.T + (centres**2).sum(axis=1)[None], 0
+    )
+
+
 def _kmeans(points: np.ndarray, k: int, iterations: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(centres, labels): k-means with k-means++ starts, deterministic for a seed."""
     rng = np.random.default_rng(seed)
     k = min(k, len(points))
-    centres = [points[rng.integers(len(points))]]
+    centres = points[[rng.integers(len(points))]]
+    closest = _squared_distances(points, centres)[:, 0]
     for _ in range(1, k):
-        distance = np.min(((points[:, None, :] - np.array(centres)[None]) ** 2).sum(axis=2), axis=1)
-        if distance.sum() == 0:
+        if closest.sum() == 0:
             break
-        centres.append(points[rng.choice(len(points), p=distance / distance.sum())])
-    centres = np.array(centres)
+        centres = np.vstack([centres, points[rng.choice(len(points), p=closest / closest.sum())]])
+        closest = np.minimum(closest, _squared_distances(points, centres[-1:])[:, 0])
     for _ in range(iterations):
-        labels = ((points[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)
-        updated = np.array([points[labels == j].mean(axis=0) if (labels == j).any() else centres[j]
-                            for j in range(len(centres))])
+        labels = _squared_distances(points, centres).argmin(axis=1)
+        counts = np.bincount(labels, minlength=len(centres))
+        sums = np.stack([np.bincount(labels, weights=points[:, d], minlength=len(centres)) for d in range(3)], 1)
+        updated = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centres)
         if np.allclose(updated, centres):
             break
         centres = updated
-    labels = ((points[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)
-    return centres, labels
+    return centres, _squared_distances(points, centres).argmin(axis=1)
 
 
 def _background(lab: np.ndarray, delta_e: float) -> np.ndarray:
