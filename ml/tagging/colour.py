@@ -17,7 +17,8 @@ borders), often worn by a model. Only the garment's pixels should be named:
    shading of one colour (a black coat's grey highlights) does not become a second colour.
 
 The thresholds were set on the first half of ``data/labels/item_colours.csv``; ``bench/colour_accuracy.py``
-reports the accuracy on both halves.
+reports the accuracy on both halves and on ``data/labels/item_colours_fresh.csv`` (labelled after they were
+frozen).
 """
 from __future__ import annotations
 
