@@ -14,7 +14,8 @@ or likes change) works on the active version's descriptors:
    its snapshot, an outfit that spans categories: at most PER_CATEGORY items of a category, none of a category
    the look's fitting wardrobe items already cover (unless nothing else is there), listed top to bottom
    (OUTFIT_ORDER). Expert-linked items are preferred, then the closest.
-5. A reason naming the fitting items by colour and category: "fits your black shoes and grey top".
+5. A reason naming the fitting items by colour and category: "fits your black shoes and navy and cream top"
+   (the colour words stored with each upload, from the garment's own pixels: ml.tagging.colour).
 
 `get_suggestions(user, style, category)` reads them back (a queryset, for the page's and the API's pagination),
 filtered by the look's style and by the category of the items that complete it.
