@@ -1,6 +1,7 @@
 """Wardrobe upload -> the real worker embeds -> ready -> outfit suggestions computed by the worker appear via the
 API, follow the style and category filters, the saved preferences, likes and deletions, a page at a time; what
 completes each look is an outfit (category caps, no covered category, top-to-bottom order)."""
+import re
 from collections import Counter
 from urllib.parse import parse_qs, urlparse
 
@@ -133,6 +134,17 @@ def test_uploads_become_ready_and_suggestions_follow(catalogue, sample_dir):
     if filtered["next"]:
         assert parse_qs(urlparse(filtered["next"]).query)["style"] == [STYLES[0]]
         assert {s["style"] for s in client.get(filtered["next"]).json()["results"]} == {STYLES[0]}
+
+    # the page shows the same outfits, in the same order, as the API
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(get_user_model().objects.get(username="eve"))
+    html = browser.get("/suggestions/", {"style": "", "category": ""}).content.decode()
+    cards = html.split('data-testid="suggestion" data-look-id="')[1:]  # each card's html, in page order
+    on_page = {int(card.split('"')[0]): [int(i) for i in re.findall(r'data-item-id="(\d+)"', card)] for card in cards}
+    assert on_page == {s["look_id"]: [c["item_id"] for c in s["complete_with"]] for s in everything}
 
     # style filter
     by_style = {style: suggestions(client, style=style, category="") for style in STYLES}
