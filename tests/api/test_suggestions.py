@@ -172,6 +172,12 @@ def test_uploads_become_ready_and_suggestions_follow(catalogue, sample_dir):
     assert response["style"] == STYLES[1] and response["category"] == ""
     assert [s["look_id"] for s in response["results"]] == [s["look_id"] for s in by_style[STYLES[1]]]
     assert len(suggestions(client, style="")) == len(everything)
+    # the page links spell out the saved default in force: changing it meanwhile does not swap the filter
+    first = client.get("/api/suggestions/", {"page_size": 1}).json()
+    assert parse_qs(urlparse(first["next"]).query, keep_blank_values=True)["style"] == [STYLES[1]]
+    set_preferences(user, STYLES[0], None)
+    second = client.get(first["next"]).json()
+    assert second["style"] == STYLES[1] and second["results"][0]["look_id"] == by_style[STYLES[1]][1]["look_id"]
     set_preferences(user, None, None)
 
     # liking a look steers toward similar looks (and the liked look is not suggested again)

@@ -9,6 +9,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from recommender.api.views import BadUpload
@@ -196,10 +197,6 @@ class SuggestionsView(APIView):
     def get(self, request):
         style = _filter(request, "style", Style)
         category = _filter(request, "category", Category)
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(
-            get_suggestions(request.user, style=style, category=category), request, view=self
-        )
         if style is None or category is None:
             from wardrobe.services import get_preferences
 
@@ -208,12 +205,22 @@ class SuggestionsView(APIView):
                 style = preferences.style.name if preferences.style_id else ""
             if category is None:
                 category = preferences.category.name if preferences.category_id else ""
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(
+            get_suggestions(request.user, style=style, category=category), request, view=self
+        )
+
+        def with_filters(link):
+            """The link with the filters in force spelled out, so a saved default changed meanwhile cannot
+            swap them between pages."""
+            return link and replace_query_param(replace_query_param(link, "style", style), "category", category)
+
         results = SuggestionSerializer(page, many=True, context={"request": request}).data
         return Response(
             {
                 "count": paginator.page.paginator.count,
-                "next": paginator.get_next_link(),
-                "previous": paginator.get_previous_link(),
+                "next": with_filters(paginator.get_next_link()),
+                "previous": with_filters(paginator.get_previous_link()),
                 "style": style,
                 "category": category,
                 "results": results,
