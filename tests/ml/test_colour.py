@@ -104,3 +104,16 @@ def test_a_garment_of_the_backgrounds_colour_still_gets_a_name():
     image, draw = photo()
     draw.rectangle((60, 80, 240, 360), fill=(244, 244, 246), outline=(170, 170, 172), width=3)
     assert colour_words(noisy(image, amount=2)) in {"white", "grey"}
+
+
+@pytest.mark.parametrize(
+    "image, name",
+    [
+        (Image.new("RGB", (1, 1), (40, 85, 170)), "blue"),  # one pixel: background and garment at once
+        (Image.new("RGB", (500, 500), (18, 18, 20)), "black"),  # nothing but one colour
+        (Image.new("L", (40, 40), 135), "grey"),  # greyscale
+        (Image.new("RGB", (4000, 20), (50, 120, 65)), "green"),  # a strip: shrunk on its long side
+    ],
+)
+def test_degenerate_photos_still_get_one_word(image, name):
+    assert colour_words(image) == name
