@@ -90,14 +90,21 @@ def test_recolouring_rewrites_stale_words_and_requeues_only_their_owners(
     assert WardrobeItem.objects.get(pk=two_tone.pk).colour in {"cream and navy", "navy and cream"}
     WardrobeItem.objects.filter(pk=two_tone.pk).update(colour="black")  # words of an older rule
     with django_capture_on_commit_callbacks() as callbacks:
-        outcome = recolour_wardrobe_items()
-    assert outcome == {"changed": 1, "unchanged": 1, "failed": 0}
+        outcome, problems = recolour_wardrobe_items()
+    assert outcome == {"changed": 1, "unchanged": 1, "failed": 0} and problems == []
     assert WardrobeItem.objects.get(pk=two_tone.pk).colour in {"cream and navy", "navy and cream"}
     assert WardrobeItem.objects.get(pk=plain.pk).colour == "red"
     assert len(callbacks) == 1, "only the owner whose words changed gets new suggestions"
     with django_capture_on_commit_callbacks() as callbacks:
-        assert recolour_wardrobe_items() == {"changed": 0, "unchanged": 2, "failed": 0}
+        assert recolour_wardrobe_items() == ({"changed": 0, "unchanged": 2, "failed": 0}, [])
     assert callbacks == []
+    # a file gone from storage: counted and named, the others still done, nothing else lost
+    WardrobeItem.objects.filter(pk=plain.pk).update(colour="black")
+    WardrobeItem.objects.get(pk=two_tone.pk).image.storage.delete(WardrobeItem.objects.get(pk=two_tone.pk).image.name)
+    outcome, problems = recolour_wardrobe_items()
+    assert outcome == {"changed": 1, "unchanged": 0, "failed": 1}
+    assert len(problems) == 1 and f"wardrobe item {two_tone.pk}" in problems[0]
+    assert WardrobeItem.objects.get(pk=plain.pk).colour == "red"
 
 
 def test_everyone_with_items_or_likes_gets_a_recomputation(make_user, active_version, django_capture_on_commit_callbacks):

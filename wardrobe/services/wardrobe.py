@@ -141,14 +141,18 @@ def delete_wardrobe_item(user, item_id) -> None:
             transaction.on_commit(lambda: storage.delete(name))
 
 
-def recolour_wardrobe_items(progress: bool = False, batch_size: int = 200) -> dict:
+MAX_PROBLEMS_LISTED = 100
+
+
+def recolour_wardrobe_items(progress: bool = False, batch_size: int = 200) -> tuple[dict, list[str]]:
     """Recomputes every upload's colour words from its photo (after the colour rule changed), a batch at a
     time (memory stays flat), and queues the suggestions of the owners whose words changed (their reasons name
-    them). Idempotent; an unreadable file keeps its words and is counted. Returns {changed, unchanged, failed}."""
+    them). Idempotent; an unreadable file keeps its words. Returns ({changed, unchanged, failed} counts, the
+    problems of the first MAX_PROBLEMS_LISTED failed ones)."""
     from tqdm import tqdm
 
     outcome = {"changed": 0, "unchanged": 0, "failed": 0}
-    owners = set()
+    owners, problems = set(), []
     rows = WardrobeItem.objects.order_by("id").only("id", "owner_id", "image", "colour")
     bar = tqdm(total=rows.count(), desc="colour words", unit="img", disable=not progress)
     batch = []
@@ -157,8 +161,9 @@ def recolour_wardrobe_items(progress: bool = False, batch_size: int = 200) -> di
             with item.image.open("rb") as handle:
                 words = colour_words(load_rgb(handle, name=item.image.name, draft_size=256))
         except (ImageError, OSError) as error:
-            logger.warning("colour words of wardrobe item %s: %s", item.id, error)
             outcome["failed"] += 1
+            if len(problems) < MAX_PROBLEMS_LISTED:
+                problems.append(f"wardrobe item {item.id}: {error}")
         else:
             if words == item.colour:
                 outcome["unchanged"] += 1
@@ -177,7 +182,7 @@ def recolour_wardrobe_items(progress: bool = False, batch_size: int = 200) -> di
     with transaction.atomic():
         for owner_id in sorted(owners):
             schedule_suggestions(owner_id)
-    return outcome
+    return outcome, problems
 
 
 # ---------------------------------------------------------------------------------------------------- likes

@@ -11,7 +11,9 @@ class Command(BaseCommand):
     )
 
     def handle(self, **options):
-        outcome = recolour_wardrobe_items(progress=options["verbosity"] > 0)
+        outcome, problems = recolour_wardrobe_items(progress=options["verbosity"] > 0)
+        for problem in problems:
+            self.stderr.write(f"unreadable: {problem}")
         self.stdout.write(
             f"colour words: {outcome['changed']} changed, {outcome['unchanged']} unchanged, "
             f"{outcome['failed']} unreadable"
