@@ -1,6 +1,6 @@
 """drf-spectacular's AutoSchema, documenting every operation's error responses in the one error shape
 (fashionsite.errors): which of 400, 401, 403, 404, 415 and 429 an operation can answer follows from the view
-(its input, authentication, permissions, path parameters, throttles). A view documents others (409, or a 404
+(its input, authentication, permissions, path parameters, pagination, throttles). A view documents others (409, or a 404
 without path parameters) in its own extend_schema responses, which are kept as they are."""
 from drf_spectacular import openapi
 from drf_spectacular.utils import OpenApiResponse
@@ -45,6 +45,8 @@ class AutoSchema(openapi.AutoSchema):
             statuses[403] = "Staff only." if staff_only else "A session request without its CSRF token."
         if "{" in self.path:
             statuses[404] = "No such object (or not yours)."
+        elif getattr(view, "pagination_class", None) is not None:
+            statuses[404] = "No such page (past the last, or not a page number)."
         if takes_body:
             statuses[415] = "A request body in a content type the operation does not read."
         if getattr(view, "throttle_classes", None):

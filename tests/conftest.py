@@ -165,9 +165,9 @@ def gunicorn_server(django_db_setup, django_db_blocker, tmp_path_factory):
     deadline = time.monotonic() + 120
     while True:
         try:
-            requests.get(url + "/api/schema/", timeout=5)
+            requests.get(url + "/api/schema/", timeout=60)  # the first answer loads Django's URLs and the schema
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 pytest.fail(f"gunicorn did not start; see {log_path}:\n{log_path.read_text()[-3000:]}")

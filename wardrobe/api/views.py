@@ -188,6 +188,13 @@ class SuggestionPages(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 48
 
+    def get_page_size(self, request):
+        """A `page_size` that is not a whole number from 1 is a 400 (DRF would fall back to the default)."""
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is not None and not (raw.isdigit() and int(raw) >= 1):
+            raise ValidationError({self.page_size_query_param: [f"a whole number from 1 to {self.max_page_size}"]})
+        return super().get_page_size(request)
+
 
 class SuggestionsView(APIView):
     """The user's outfit suggestions, best first, a page at a time (`count`, `next`, `previous`, `results`).
