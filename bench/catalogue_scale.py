@@ -29,7 +29,6 @@ The machine is shared: the load average is printed beside every figure; keep --s
 import argparse
 import io
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -85,10 +84,15 @@ def parse_args():
     parser.add_argument("--queries", type=int, default=20, help="query images for recall and in-process timing")
     parser.add_argument("--requests", type=int, default=40, help="HTTP requests per endpoint per size")
     parser.add_argument("--noise", type=float, default=0.8, help="noise norm relative to the descriptor")
-    parser.add_argument("--halfvec", action="store_true", help="also build a halfvec index at each size")
+    parser.add_argument("--hnsw", default=",".join(f"{m}:{e}:{w}" for m, e, w in HNSW_SETTINGS),
+                        help="HNSW settings m:ef_construction:maintenance_work_mem compared (default %(default)s)")
+    parser.add_argument("--skip-first", action="store_true",
+                        help="no measurement before the first growth (e.g. when the catalogue is already grown)")
+    parser.add_argument("--halfvec", action="store_true", help="also build a halfvec index at --compare-at sizes")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.compare_at = {int(s) for s in args.compare_at.split(",") if s}
+    args.hnsw = [(int(m), int(e), w) for m, e, w in (part.split(":") for part in args.hnsw.split(",") if part)]
     if max(args.sizes, default=0) > 100_000:  # the machine is shared; 1M is on paper (docs/SCALING.md)
         parser.error("--sizes: 100000 at most on this machine")
     return args
@@ -364,7 +368,22 @@ def explain_hot_queries(state, queries, path: Path) -> dict:
     return out
 
 
-def ef_curve(state, queries, k: int, values) -> dict:
+def halfvec_queryset(version, query: np.ndarray, k: int):
+    """nearest's query on a halfvec index (half the bytes per dimension): the same filters, the halfvec cast."""
+    from django.db.models.expressions import RawSQL
+
+    from recommender.models import Descriptor
+
+    text = "[" + ",".join(f"{x:.7g}" for x in query) + "]"
+    return (
+        Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY, item__isnull=False)
+        .annotate(distance=RawSQL(
+            f"(embedding::halfvec({version.dim})) <=> (%s::halfvec({version.dim}))", [text]))
+        .order_by("distance").values_list("item_id", "distance")[:k]
+    )
+
+
+def ef_curve(state, queries, k: int, values, halfvec: bool = False) -> dict:
     """recall@k of the HNSW index itself (plans without it turned off) at fixed ef_search values, iterative
     scan on: to choose the platform's rule and its build parameters."""
     from django.db import transaction
@@ -379,7 +398,9 @@ def ef_curve(state, queries, k: int, values) -> dict:
                 search._set_local(**{"hnsw.ef_search": ef, "hnsw.iterative_scan": search.ITERATIVE_SCAN,
                                      "hnsw.max_scan_tuples": search.MAX_SCAN_TUPLES,
                                      "enable_seqscan": "off", "enable_sort": "off"})  # the index itself
-                found = [row[0] for row in search.nearest_queryset(q, "item", k, state["version"])]
+                queryset = (halfvec_queryset(state["version"], q, k) if halfvec
+                            else search.nearest_queryset(q, "item", k, state["version"]))
+                found = [row[0] for row in queryset]
             recalls.append(recall(found, exact_ids(state, q, k)))
         curve[ef] = float(np.mean(recalls))
     return curve
@@ -508,27 +529,28 @@ def run(args, services, worker, logs) -> int:
         memory[label] = {"web": rss_mb(web), "worker": rss_mb(worker), "suggestions_ms": ms, "load": load()}
         log(f"  {results[-1]}\n  {pipelines[label]}\n  http {https[label]}\n  memory {memory[label]}")
 
-    measure(f"{len(state['ids']):,}")
+    if not args.skip_first:
+        measure(f"{len(state['ids']):,}")
     for size in args.sizes:
         log(f"growing to {size:,} items ({load()})")
         drop_index(state["conn"], index_name(version.id, "item"))
         load_seconds = grow(state, size, args.noise, rng)
         label = f"{len(state['ids']):,}"
         if size in args.compare_at:
-            for m, efc, memory_setting in HNSW_SETTINGS:
+            for m, efc, memory_setting in args.hnsw:
                 if (m, efc, memory_setting) == (HNSW_M, HNSW_EF_CONSTRUCTION, INDEX_BUILD_MEMORY):
                     continue  # built below as the platform's index
                 seconds, size_bytes = build_index(state["conn"], version, "item", m, efc, memory_setting)
-                curve = ef_curve(state, queries, 100, [100, 200])
+                curve = {f"k={k} ef {ef}": r for k in (6, 100) for ef, r in ef_curve(state, queries, k, [100, 200]).items()}
                 builds.append((label, f"m={m} ef_construction={efc} mwm={memory_setting}", seconds, size_bytes,
                                curve, load()))
                 log(f"  {builds[-1]}")
-        if args.halfvec:
+        if args.halfvec and size in args.compare_at:
             name = f"bench_halfvec_{version.id}"
             seconds, size_bytes = build_index(state["conn"], version, "item", HNSW_M, HNSW_EF_CONSTRUCTION,
                                               INDEX_BUILD_MEMORY, name=name, halfvec=True)
-            builds.append((label, f"halfvec m={HNSW_M} ef_construction={HNSW_EF_CONSTRUCTION}", seconds, size_bytes,
-                           {}, load()))
+            builds.append((label, f"halfvec m={HNSW_M} ef_construction={HNSW_EF_CONSTRUCTION} mwm={INDEX_BUILD_MEMORY}",
+                           seconds, size_bytes, ef_curve(state, queries, 100, [100, 200], halfvec=True), load()))
             log(f"  {builds[-1]}")
             drop_index(state["conn"], name)
         seconds, size_bytes = build_index(state["conn"], version, "item", HNSW_M, HNSW_EF_CONSTRUCTION,
@@ -580,7 +602,7 @@ def print_tables(results, builds, firsts, memory, pipelines, https, curves) -> N
     print("| items | setting | build s | size MB | recall@100 by ef_search | load |")
     print("| --- | --- | --- | --- | --- | --- |")
     for label, setting, seconds, size, curve, machine in builds:
-        c = ", ".join(f"ef {ef}: {v:.3f}" for ef, v in curve.items())
+        c = ", ".join(f"{ef if isinstance(ef, str) else f'ef {ef}'}: {v:.3f}" for ef, v in curve.items())
         print(f"| {label} | {setting} | {seconds:.1f} | {size / 2**20:.0f} | {c} | {machine} |")
     print("\n## recall by ef_search (platform index)")
     for label, by_k in curves.items():

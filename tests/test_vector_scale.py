@@ -181,3 +181,15 @@ def test_vectors_reads_by_id_in_order(catalogue):
     not_ready = int(ids[~ready][0])
     with pytest.raises(KeyError, match=str(not_ready)):
         search._vectors("item", [chosen[0], not_ready], catalogue["version"])
+
+
+def test_exact_fallback_when_the_index_comes_back_short(catalogue, monkeypatch):
+    """Without an iterative scan (or when one stops at hnsw.max_scan_tuples) a selective filter leaves the
+    index scan short of k rows; nearest must then answer with the exact k nearest matches."""
+    monkeypatch.setattr(search, "ITERATIVE_SCAN", "off")
+    query, version = catalogue["queries"][1], catalogue["version"]
+    search.set_index_scan(6)
+    queryset = search.nearest_queryset(query, "item", 6, version, item__category__name="scale-rare")
+    assert index_name(version.id, "item") in queryset.explain()
+    assert len(list(queryset)) < 6  # the index alone: ef_search rows, then the filter
+    check(catalogue, "item", 6, min_recall=1.0, category="scale-rare")

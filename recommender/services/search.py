@@ -118,7 +118,7 @@ def nearest(vector, kind: str, k: int = 6, version: ModelVersion | None = None, 
             # an exact scan (no index scan; bitmap scans still serve the filters) returns every match.
             before = _current("enable_indexscan")
             _set_local(enable_indexscan="off")
-            rows = list(query)
+            rows = list(query.all())  # a fresh evaluation, not the first one's cached rows
             _set_local(enable_indexscan=before)
     rows.sort(key=lambda row: row[1])  # relaxed order: the scan's order is nearly, not exactly, by distance
     return [
