@@ -1,49 +1,130 @@
 """Vector queries over the active version's descriptors, in Postgres (pgvector, cosine distance).
 
 Each query uses the cast expression and filters of the version's partial HNSW index (services.versions), so
-the index serves it once the catalogue is large enough for the planner to prefer it.
+the index serves it once the catalogue is large enough for the planner to prefer it. An HNSW scan returns at
+most `hnsw.ef_search` rows and applies filters (category, style, status) after the scan, so `nearest` sets
+ef_search from k and turns on pgvector's iterative scan for the one query (SET LOCAL in its own transaction),
+and falls back to an exact scan when the index still comes back short (a very selective filter).
+
+Vectors are never copied into the process wholesale: a query that needs its candidates' vectors gets them
+back with the candidates (`nearest(..., with_vectors=True)`), and `_vectors` reads any others by id.
 """
-import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from django.db.models import Count
+from django.db import connection, transaction
+from django.db.models import BinaryField, Count, Func
 from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, VectorField
 
 from recommender.models import Descriptor, Item, Look, LookItem, ModelVersion, Snapshot
 from recommender.services.versions import active_version
 
+# hnsw.ef_search per query: the size of the scan's candidate list. EF_SEARCH_PER_K x k, at least EF_SEARCH_MIN
+# and at most pgvector's maximum; chosen by measurement (bench/catalogue_scale.py, docs/RESULTS.md issue 9):
+# recall@k >= 0.95 against exact search at 100k items for every k the platform asks.
+EF_SEARCH_MIN = 64
+EF_SEARCH_PER_K = 2
+EF_SEARCH_MAX = 1000
+# Iterative index scans (pgvector 0.8) keep scanning until k rows pass the filters, up to this many tuples;
+# relaxed order (results re-sorted here) has better recall than strict order at the same ef_search.
+ITERATIVE_SCAN = "relaxed_order"
+MAX_SCAN_TUPLES = 40000
+
+
+def ef_search_for(k: int) -> int:
+    return int(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, EF_SEARCH_PER_K * k)))
+
 
 @dataclass(frozen=True)
 class Match:
     id: int  # the id of the Item, Snapshot or WardrobeItem
     distance: float  # cosine distance, 1 - cosine similarity
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)  # with nearest(with_vectors=True)
 
     @property
     def score(self) -> float:
         return 1.0 - self.distance
 
 
-def nearest(vector, kind: str, k: int = 6, version: ModelVersion | None = None, **filters) -> list[Match]:
-    """The k images of one kind ("item", "snapshot", "wardrobe_item") nearest to `vector`, closest first.
+class VectorBytes(Func):
+    """pgvector's binary form of a vector (vector_send): a quarter of the text form's bytes, decoded by numpy."""
 
-    `filters` are extra Django lookups on Descriptor (e.g. item__category__name="shoes"), pushed into the same
-    SQL query so a filtered search still returns k results when the catalogue has them.
-    """
-    version = version or active_version()
+    function = "vector_send"
+    output_field = BinaryField()
+
+
+def decode_vector(data) -> np.ndarray:
+    """A vector_send value -> float32 array (int16 dim, int16 unused, then big-endian float4s)."""
+    data = bytes(data)
+    dim = int.from_bytes(data[:2], "big")
+    return np.frombuffer(data, dtype=">f4", count=dim, offset=4).astype(np.float32)
+
+
+def _set_local(**settings) -> None:
+    """SET LOCAL for the current transaction (set_config(..., true) takes the values as parameters)."""
+    with connection.cursor() as cursor:
+        sql = ", ".join("set_config(%s, %s, true)" for _ in settings)
+        cursor.execute(f"SELECT {sql}", [v for pair in settings.items() for v in (pair[0], str(pair[1]))])
+
+
+def _current(name: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting(%s)", [name])
+        return cursor.fetchone()[0]
+
+
+def nearest_queryset(vector, kind: str, k: int, version: ModelVersion, with_vectors: bool = False, **filters):
+    """The SQL of `nearest` (without its settings): rows of (image id, distance[, vector_send bytes])."""
     vector = np.asarray(vector, dtype=np.float32)
     if vector.shape != (version.dim,):
         raise ValueError(f"query vector has shape {vector.shape}, model version {version.name} needs ({version.dim},)")
-    rows = (
+    columns = [f"{kind}_id", "distance"] + (["vector_bytes"] if with_vectors else [])
+    return (
         Descriptor.objects.filter(
             model_version=version, status=Descriptor.Status.READY, **{f"{kind}__isnull": False}, **filters
         )
+        # the expression of the version's partial HNSW index (services.versions.create_vector_indexes)
         .annotate(distance=CosineDistance(Cast("embedding", VectorField(dimensions=version.dim)), vector))
+        .annotate(**({"vector_bytes": VectorBytes("embedding")} if with_vectors else {}))
         .order_by("distance")
-        .values_list(f"{kind}_id", "distance")[:k]
+        .values_list(*columns)[:k]
     )
-    return [Match(id=image_id, distance=float(distance)) for image_id, distance in rows]
+
+
+def set_index_scan(k: int) -> None:
+    """The HNSW settings for one query of k rows, for the rest of the current transaction (SET LOCAL)."""
+    _set_local(**{"hnsw.ef_search": ef_search_for(k), "hnsw.iterative_scan": ITERATIVE_SCAN,
+                  "hnsw.max_scan_tuples": MAX_SCAN_TUPLES})
+
+
+def nearest(vector, kind: str, k: int = 6, version: ModelVersion | None = None, *, with_vectors: bool = False,
+            **filters) -> list[Match]:
+    """The k images of one kind ("item", "snapshot", "wardrobe_item") nearest to `vector`, closest first.
+
+    `filters` are extra Django lookups on Descriptor (e.g. item__category__name="shoes"), pushed into the same
+    SQL query; the result has k rows whenever k ready images match, at any catalogue size. With
+    `with_vectors`, each Match carries the image's descriptor, read in the same query.
+    """
+    version = version or active_version()
+    query = nearest_queryset(vector, kind, k, version, with_vectors, **filters)
+    if k <= 0:
+        return []
+    with transaction.atomic():
+        set_index_scan(k)
+        rows = list(query)
+        if len(rows) < k:
+            # Fewer matching rows than k, or the index scan gave up (max_scan_tuples) on a selective filter:
+            # an exact scan (no index scan; bitmap scans still serve the filters) returns every match.
+            before = _current("enable_indexscan")
+            _set_local(enable_indexscan="off")
+            rows = list(query.all())  # a fresh evaluation, not the first one's cached rows
+            _set_local(enable_indexscan=before)
+    rows.sort(key=lambda row: row[1])  # relaxed order: the scan's order is nearly, not exactly, by distance
+    return [
+        Match(id=row[0], distance=float(row[1]), vector=decode_vector(row[2]) if with_vectors else None)
+        for row in rows
+    ]
 
 
 def descriptor_of(kind: str, image_id: int, version: ModelVersion | None = None) -> np.ndarray | None:
@@ -51,8 +132,24 @@ def descriptor_of(kind: str, image_id: int, version: ModelVersion | None = None)
     version = version or active_version()
     row = Descriptor.objects.filter(
         model_version=version, status=Descriptor.Status.READY, **{f"{kind}_id": image_id}
-    ).values_list("embedding", flat=True).first()
-    return None if row is None else np.asarray(row, dtype=np.float32)
+    ).values_list(VectorBytes("embedding"), flat=True).first()
+    return None if row is None else decode_vector(row)
+
+
+def _vectors(kind: str, ids, version: ModelVersion) -> np.ndarray:
+    """The ready descriptors of the given images (one kind), stacked in the order of `ids`: one query on the
+    (version, image) unique index, nothing kept in the process. KeyError names any image without one."""
+    ids = list(ids)
+    if not ids:
+        return np.zeros((0, version.dim), np.float32)
+    found = dict(
+        Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY, **{f"{kind}_id__in": ids})
+        .values_list(f"{kind}_id", VectorBytes("embedding"))
+    )
+    missing = [image_id for image_id in ids if image_id not in found]
+    if missing:
+        raise KeyError(f"no ready {kind} descriptor under {version.name} for ids {missing[:10]}")
+    return np.stack([decode_vector(found[image_id]) for image_id in ids])
 
 
 @dataclass(frozen=True)
@@ -97,47 +194,9 @@ def scoring_settings(version: ModelVersion):
     return ScoringSettings.from_dict(card.get("postprocessing"))
 
 
-class _DescriptorCache:
-    """This process's copy of the ready descriptors of each version, so that re-scoring candidates does not
-    re-read and re-parse hundreds of vectors per request. On every use it reads the rows updated since it last
-    looked (one indexed query when nothing changed), and any requested row it still lacks."""
-
-    KINDS = ("snapshot", "item", "wardrobe_item")
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._vectors: dict[int, dict[tuple[str, int], np.ndarray]] = {}
-        self._seen_until: dict[int, object] = {}
-
-    def vectors(self, kind: str, ids, version: ModelVersion) -> np.ndarray:
-        with self._lock:
-            ready = Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY)
-            since = self._seen_until.get(version.id)
-            self._store(version, ready if since is None else ready.filter(updated__gt=since))
-            known = self._vectors[version.id]
-            missing = [image_id for image_id in ids if (kind, image_id) not in known]
-            if missing:  # e.g. written in the same microsecond as the last row seen
-                self._store(version, ready.filter(**{f"{kind}_id__in": missing}))
-            return np.stack([known[(kind, image_id)] for image_id in ids])
-
-    def _store(self, version: ModelVersion, rows) -> None:
-        store = self._vectors.setdefault(version.id, {})
-        since = self._seen_until.get(version.id)
-        for row in rows.values(*(f"{kind}_id" for kind in self.KINDS), "embedding", "updated").iterator():
-            for kind in self.KINDS:
-                if row[f"{kind}_id"] is not None:
-                    store[(kind, row[f"{kind}_id"])] = np.asarray(row["embedding"], dtype=np.float32)
-            if since is None or row["updated"] > since:
-                since = row["updated"]
-        if since is not None:
-            self._seen_until[version.id] = since
-
-
-_descriptor_cache = _DescriptorCache()
-
-
-def _vectors(kind: str, ids, version: ModelVersion) -> np.ndarray:
-    return _descriptor_cache.vectors(kind, ids, version)
+def candidate_count(k: int) -> int:
+    """How many nearest items snapshot -> items re-scores for k results."""
+    return max(100, 10 * k)
 
 
 def search_items(image, k: int = 6, category: str | None = None) -> list[ItemResult]:
@@ -155,30 +214,43 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     settings = scoring_settings(version)
     query = embed_query(image)
     item_filter = {"category__name": category} if category else {}
-    candidates = [m.id for m in nearest(query, "item", k=max(100, 10 * k), version=version,
-                                        **{f"item__{f}": v for f, v in item_filter.items()})]
+    item_matches = nearest(query, "item", k=candidate_count(k), version=version, with_vectors=True,
+                           **{f"item__{f}": v for f, v in item_filter.items()})
+    candidates = [m.id for m in item_matches]
     known_vectors = links = None
+    linked_ids: list[int] = []
     if settings.lt_weight > 0:
-        neighbours = [m.id for m in nearest(query, "snapshot", k=settings.lt_top_k, version=version)]
+        neighbour_matches = nearest(query, "snapshot", k=settings.lt_top_k, version=version, with_vectors=True)
+        neighbours = [m.id for m in neighbour_matches]
         look_of = dict(Snapshot.objects.filter(id__in=neighbours).values_list("id", "look_id"))
         linked = LookItem.objects.filter(look_id__in=look_of.values(), **{f"item__{f}": v for f, v in item_filter.items()})
         items_of_look: dict[int, set[int]] = {}
         for look_id, item_id in linked.values_list("look_id", "item_id"):
             items_of_look.setdefault(look_id, set()).add(item_id)
-        candidates += sorted(set().union(*items_of_look.values(), set()) - set(candidates))
+        # linked items that are not among the nearest, if they have a ready descriptor
+        extra = set().union(*items_of_look.values(), set()) - set(candidates)
+        linked_ids = sorted(
+            Descriptor.objects.filter(
+                model_version=version, status=Descriptor.Status.READY, item_id__in=extra
+            ).values_list("item_id", flat=True)
+        )
+        candidates += linked_ids
         if neighbours and candidates:
-            known_vectors = _vectors("snapshot", neighbours, version)
+            known_vectors = np.stack([m.vector for m in neighbour_matches])
             column = {item_id: j for j, item_id in enumerate(candidates)}
             links = np.zeros((len(neighbours), len(candidates)), np.float32)
             for i, snapshot_id in enumerate(neighbours):
                 for item_id in items_of_look.get(look_of[snapshot_id], ()):
-                    links[i, column[item_id]] = 1.0
+                    if item_id in column:
+                        links[i, column[item_id]] = 1.0
     if not candidates:
         return []
     popularity = dict(
         LookItem.objects.filter(item_id__in=candidates).values_list("item_id").annotate(n=Count("look_id"))
     )
-    candidate_vectors = _vectors("item", candidates, version)
+    candidate_vectors = np.stack(
+        [m.vector for m in item_matches] + list(_vectors("item", linked_ids, version))
+    )
     scores = score_matrix(
         query[None], candidate_vectors, settings,
         known_snapshot_vecs=known_vectors, known_links=links,

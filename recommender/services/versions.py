@@ -15,19 +15,37 @@ DEFAULT_VERSION = {"name": "untrained-lite0", "spec": "untrained-lite0", "dim": 
 IMAGE_COLUMNS = {"snapshot": "snapshot_id", "item": "item_id", "wardrobe": "wardrobe_item_id"}
 
 
+# HNSW build parameters, chosen by measurement at 10k and 100k items of 1536-d descriptors
+# (bench/catalogue_scale.py; docs/RESULTS.md, issue 9): recall, build time and index size per setting.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+# Memory for building an index over existing rows (a new version's index fills as its rows are embedded,
+# but a rebuild, e.g. REINDEX after a bulk load, needs the whole graph in memory to be fast).
+INDEX_BUILD_MEMORY = "1GB"
+
+
 def index_name(version_id: int, kind: str) -> str:
     return f"descriptor_v{version_id}_{kind}_hnsw"
+
+
+def vector_index_sql(version_id: int, dim: int, kind: str, name: str | None = None, m: int = HNSW_M,
+                     ef_construction: int = HNSW_EF_CONSTRUCTION) -> str:
+    """CREATE INDEX for one version's partial HNSW index on one kind of image (cosine, on a cast to its size)."""
+    return (
+        f"CREATE INDEX IF NOT EXISTS {name or index_name(version_id, kind)} ON recommender_descriptor "
+        f"USING hnsw ((embedding::vector({int(dim)})) vector_cosine_ops) "
+        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
+        f"WHERE model_version_id = {int(version_id)} AND {IMAGE_COLUMNS[kind]} IS NOT NULL"
+    )
 
 
 def create_vector_indexes(version_id: int, dim: int, schema_editor=None) -> None:
     """Partial HNSW indexes for one version; safe to call again. Takes plain values so migrations can use it."""
     execute = schema_editor.execute if schema_editor else connection.cursor().execute
-    for kind, column in IMAGE_COLUMNS.items():
-        execute(
-            f"CREATE INDEX IF NOT EXISTS {index_name(version_id, kind)} ON recommender_descriptor "
-            f"USING hnsw ((embedding::vector({int(dim)})) vector_cosine_ops) "
-            f"WHERE model_version_id = {int(version_id)} AND {column} IS NOT NULL"
-        )
+    with transaction.atomic():
+        execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+        for kind in IMAGE_COLUMNS:
+            execute(vector_index_sql(version_id, dim, kind))
 
 
 def active_version() -> ModelVersion:
