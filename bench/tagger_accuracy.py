@@ -175,6 +175,7 @@ def main() -> None:
                         help="measure the shipped head on every row of --labels (photos it never saw)")
     parser.add_argument("--write-head", action="store_true", help="write the shipped head (all labels)")
     parser.add_argument("--speed", type=int, default=0, metavar="N", help="also time N images")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best of each)")
     args = parser.parse_args()
 
     rows = read_labels(args.labels)
@@ -234,7 +235,7 @@ def main() -> None:
         })
         print(f"\nwrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KiB)")
     if args.speed:
-        speed(paths[:args.speed], head)
+        speed(paths[:args.speed], head, args.rounds)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--version", help="model version name (default: the active one)")
+        parser.add_argument("--model-version", help="model version name (default: the active one)")
         parser.add_argument("--no-cv", action="store_true", help="skip the cross-validation (faster)")
         parser.add_argument("--retag", action="store_true", help="re-tag the automatic categories afterwards")
         parser.add_argument("--hand-labels", metavar="CSV",
@@ -22,7 +22,7 @@ class Command(BaseCommand):
                                  "labels; needs --images")
         parser.add_argument("--images", metavar="DIR", help="the folder of the label file's images")
 
-    def handle(self, version=None, no_cv=False, retag=False, hand_labels=None, images=None, **options):
+    def handle(self, model_version=None, no_cv=False, retag=False, hand_labels=None, images=None, **options):
         if hand_labels:
             if not images:
                 raise CommandError("--hand-labels needs --images (the folder its file names are in)")
@@ -31,12 +31,12 @@ class Command(BaseCommand):
             except (OSError, KeyError, ValueError) as error:
                 raise CommandError(f"cannot read the hand labels: {error}")
             self.stdout.write(f"{applied['applied']} catalogue items carry one of the {applied['labels']} hand labels")
-        if version:
+        if model_version:
             try:
-                target = ModelVersion.objects.get(name=version)
+                target = ModelVersion.objects.get(name=model_version)
             except ModelVersion.DoesNotExist:
                 names = ", ".join(ModelVersion.objects.values_list("name", flat=True))
-                raise CommandError(f"no model version {version!r}; known: {names}")
+                raise CommandError(f"no model version {model_version!r}; known: {names}")
         else:
             target = active_version()
         try:
