@@ -3,6 +3,7 @@
     .venv/bin/python bench/tagger_accuracy.py                       # CV on the training labels + held-out test
     .venv/bin/python bench/tagger_accuracy.py --write-head          # ... and write ml/tagging/heads/imagenet-lite0.npz
     .venv/bin/python bench/tagger_accuracy.py --speed 96            # throughput with and without tagging
+    .venv/bin/python bench/tagger_accuracy.py --model MODEL_DIR     # a head on a trained version's descriptors
     .venv/bin/python bench/tagger_accuracy.py --labels OTHER.csv --images DIR --test-all   # the shipped head
                                                                     # on photos labelled elsewhere
 
@@ -108,6 +109,25 @@ def features(paths: list[Path], variant: str) -> tuple[np.ndarray, np.ndarray]:
             np.stack([known[s][1] for s in shas]).astype(np.float32))
 
 
+def model_descriptors(paths: list[Path], model_dir: Path) -> np.ndarray:
+    """A trained model's descriptors of the files (what a head for that version is trained on), cached."""
+    from ml.embedding import load_embedder
+
+    shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    cache = CACHE / f"{model_dir.name}-descriptors.npz"
+    if cache.is_file():
+        with np.load(cache) as data:
+            known = dict(zip(data["sha256"], data["vectors"]))
+        if all(s in known for s in shas):
+            return np.stack([known[s] for s in shas]).astype(np.float32)
+    ok, vectors, errors = load_embedder(str(model_dir)).embed_files(paths, progress=True)
+    if errors:
+        sys.exit(f"unreadable images: {list(errors)[:3]}")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, sha256=np.array(shas), vectors=vectors)
+    return vectors.astype(np.float32)
+
+
 def report(title: str, truth, predicted) -> float:
     truth, predicted = list(truth), list(predicted)
     correct = sum(t == p for t, p in zip(truth, predicted))
@@ -174,6 +194,8 @@ def main() -> None:
     parser.add_argument("--test-all", action="store_true",
                         help="measure the shipped head on every row of --labels (photos it never saw)")
     parser.add_argument("--write-head", action="store_true", help="write the shipped head (all labels)")
+    parser.add_argument("--model", type=Path, metavar="MODEL_DIR",
+                        help="train and test the head on this trained model's descriptors instead (a CGD version)")
     parser.add_argument("--speed", type=int, default=0, metavar="N", help="also time N images")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best of each)")
     args = parser.parse_args()
@@ -188,6 +210,11 @@ def main() -> None:
     print(f"{len(rows)} labelled items; features in {time.perf_counter() - started:.1f} s")
     truth = np.array([r["category"] for r in rows])
     baseline = np.array([CATEGORIES[j] for j in (probabilities @ category_matrix()).argmax(axis=1)])
+    if args.model:
+        if args.write_head or args.speed or args.test_all:
+            sys.exit("--model measures a version's head; --write-head, --speed and --test-all are for the shipped one")
+        vectors = model_descriptors(paths, args.model)
+        print(f"features: the descriptors of {args.model} ({vectors.shape[1]}-d)")
 
     if args.test_all:
         head = CategoryHead.load(shipped_head_path(f"imagenet-{args.variant}"))

@@ -39,7 +39,8 @@ class CategorySource(models.TextChoices):
     ADMIN = "admin", "corrected by an admin"
 
 
-LABEL_SOURCES = (CategorySource.HAND, CategorySource.USER, CategorySource.ADMIN)
+# The sources whose categories are labels, corrections first (the order training reads them in).
+LABEL_SOURCES = (CategorySource.ADMIN, CategorySource.USER, CategorySource.HAND)
 
 
 class CategorisedImage(models.Model):

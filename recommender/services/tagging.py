@@ -36,7 +36,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from fashionsite.paths import PROJECT_ROOT
-from recommender.models import Category, CategorySource, Descriptor, Item, Look, LookItem, Style
+from recommender.models import LABEL_SOURCES, Category, CategorySource, Descriptor, Item, Look, LookItem, Style
 from recommender.signals import wardrobe_items_tagged
 from recommender.taxonomy import CATEGORIES, STYLES
 
@@ -112,7 +112,7 @@ def labelled_vectors(version, per_category: int = MAX_LABELS_PER_CATEGORY) -> tu
     categories, counts by source)."""
     ready = Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY)
     vectors, categories, sources, taken = [], [], {}, {}
-    for source in (CategorySource.ADMIN, CategorySource.USER, CategorySource.HAND):
+    for source in LABEL_SOURCES:
         for owner in ("item", "wardrobe_item"):
             rows = ready.filter(**{f"{owner}__category__isnull": False, f"{owner}__category_source": source})
             for vector, name in rows.order_by("-id").values_list("embedding", f"{owner}__category__name").iterator(
