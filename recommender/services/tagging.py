@@ -185,6 +185,9 @@ def category_head(version):
         except NotEnoughLabels as reason:
             logger.info("no category head for %s yet: %s", version.name, reason)
             return None
+        except OSError as error:  # e.g. a read-only model folder: the file tagger serves meanwhile
+            logger.warning("could not store the category head of %s: %s", version.name, error)
+            return None
     source = path if path.is_file() else _shipped_head_path(version)
     key = (version.id, str(source), source.stat().st_mtime_ns)
     with _lock:
@@ -201,7 +204,7 @@ def category_head(version):
         return _heads[key]
 
 
-def retag_automatic(progress: bool = False) -> int:
+def retag_automatic() -> int:
     """Re-tags every automatic category with the active version's current head (after `train_tagger`), so a
     correction improves the other tags too; never touches a category a person set. Returns how many
     changed."""
@@ -212,15 +215,21 @@ def retag_automatic(progress: bool = False) -> int:
     head = category_head(version)
     if head is None:
         return 0
-    categories, changed = _categories_by_name(), 0
+    categories, changed, changed_wardrobe = _categories_by_name(), 0, []
     for model in (Item, WardrobeItem):
         ids = list(model.objects.filter(category_source=CategorySource.AUTO).order_by("id").values_list("id", flat=True))
         for start in range(0, len(ids), 500):
             rows = list(model.objects.filter(id__in=ids[start:start + 500]).only("id"))
             for pk, (name, confidence) in _tags_from_descriptors(model, rows, version, head).items():
-                changed += model.objects.filter(pk=pk, category_source=CategorySource.AUTO).exclude(
-                    category=categories[name], category_confidence=round(float(confidence), 4)
-                ).update(category=categories[name], category_confidence=round(float(confidence), 4))
+                confidence = round(float(confidence), 4)
+                updated = model.objects.filter(pk=pk, category_source=CategorySource.AUTO).exclude(
+                    category=categories[name], category_confidence=confidence
+                ).update(category=categories[name], category_confidence=confidence)
+                changed += updated
+                if updated and model is WardrobeItem:
+                    changed_wardrobe.append(pk)
+    if changed_wardrobe:  # their owners' suggestions depend on the categories
+        wardrobe_items_tagged.send(sender=WardrobeItem, wardrobe_item_ids=changed_wardrobe)
     return changed
 
 
