@@ -5,4 +5,6 @@
   1000 ImageNet classes onto the categories stays as the benchmark's baseline.
 * :mod:`ml.tagging.style`: a look's (or item's) style from its descriptor, by a small classifier trained on
   hand-labelled looks.
+* :mod:`ml.tagging.colour`: a garment's colour words ("navy", "cream and navy") from its product photo's own
+  pixels, background and skin left out.
 """

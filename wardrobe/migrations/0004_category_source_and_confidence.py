@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('wardrobe', '0002_preferences_suggestions'),
+        ('wardrobe', '0003_wardrobeitem_colour_two_words'),
     ]
 
     operations = [
