@@ -3,7 +3,9 @@ from django.utils.html import format_html
 
 from django.contrib import messages
 
-from recommender.models import Category, Descriptor, Item, Look, ModelVersion, ReembedJob, Snapshot, Style, TrainingJob
+from recommender.models import (
+    Category, CategorySource, Descriptor, Item, Look, ModelVersion, ReembedJob, Snapshot, Style, TrainingJob,
+)
 from recommender.services.reembedding import start_reembedding
 
 
@@ -29,12 +31,23 @@ class LookAdmin(admin.ModelAdmin):
     inlines = [SnapshotInline]
 
 
+class CategoryCorrectionAdmin(admin.ModelAdmin):
+    """An admin's category change (list-editable or in the form) is kept as a label (source "admin") the
+    category tagger learns from the next time it is trained."""
+
+    def save_model(self, request, obj, form, change):
+        if "category" in form.changed_data:
+            obj.set_category_label(obj.category, CategorySource.ADMIN)
+        super().save_model(request, obj, form, change)
+
+
 @admin.register(Item)
-class ItemAdmin(admin.ModelAdmin):
-    list_display = ("id", "preview", "original_name", "category")
-    list_filter = ("category",)
+class ItemAdmin(CategoryCorrectionAdmin):
+    list_display = ("id", "preview", "original_name", "category", "category_source", "category_confidence")
+    list_filter = ("category", "category_source")
     list_editable = ("category",)
     search_fields = ("original_name", "sha256")
+    readonly_fields = ("category_source", "category_confidence")
 
     def preview(self, item):
         return thumbnail(item.image)

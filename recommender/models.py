@@ -28,6 +28,48 @@ class Category(models.Model):
         return self.name
 
 
+class CategorySource(models.TextChoices):
+    """Who set an item's category. The hand, user and admin ones are labels the category tagger is trained
+    on (`manage.py train_tagger`); an automatic tag is not (a model never learns from its own guesses)."""
+
+    NONE = "", "none"
+    HAND = "hand", "hand label (imported)"
+    AUTO = "auto", "automatic tag"
+    USER = "user", "confirmed or changed by its owner"
+    ADMIN = "admin", "corrected by an admin"
+
+
+# The sources whose categories are labels, corrections first (the order training reads them in).
+LABEL_SOURCES = (CategorySource.ADMIN, CategorySource.USER, CategorySource.HAND)
+
+
+class CategorisedImage(models.Model):
+    """What an Item and a WardrobeItem share about their `category` (a ForeignKey each defines): who set it,
+    and for an automatic tag the tagger's confidence (its probability of that category)."""
+
+    category_source = models.CharField(max_length=8, choices=CategorySource.choices, blank=True, default="")
+    category_confidence = models.FloatField(
+        null=True, blank=True, help_text="The automatic tagger's probability of this category (0..1)."
+    )
+
+    class Meta:
+        abstract = True
+
+    @property
+    def category_is_suggestion(self) -> bool:
+        """An automatic tag the tagger is unsure of: shown as a suggestion to confirm or change."""
+        from recommender.taxonomy import CATEGORY_SUGGESTION_THRESHOLD
+
+        return (self.category_id is not None and self.category_source == CategorySource.AUTO
+                and (self.category_confidence or 0.0) < CATEGORY_SUGGESTION_THRESHOLD)
+
+    def set_category_label(self, category, source: str) -> None:
+        """A person's category (None clears it): kept as a label, without a confidence."""
+        self.category = category
+        self.category_source = source if category is not None else CategorySource.NONE
+        self.category_confidence = None
+
+
 class Look(models.Model):
     key = models.CharField(max_length=64, unique=True, help_text="The post's id in its source, e.g. '23'.")
     style = models.ForeignKey(Style, null=True, blank=True, on_delete=models.SET_NULL, related_name="looks")
@@ -55,7 +97,7 @@ class Snapshot(models.Model):
         return self.original_name or f"snapshot {self.pk}"
 
 
-class Item(models.Model):
+class Item(CategorisedImage):
     image = models.ImageField(upload_to="catalogue/items/")
     sha256 = models.CharField(max_length=64, unique=True)
     original_name = models.CharField(max_length=255, blank=True)

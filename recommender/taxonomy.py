@@ -4,6 +4,11 @@ The data migration `recommender/migrations/*_taxonomy.py` creates one Category /
 automatic category tagger (`ml.tagging.category`) and the style suggester (`ml.tagging.style`) only ever
 answer with these names.
 """
+from ml.tagging.category import SUGGESTION_THRESHOLD
+
+# An automatic category below this confidence is shown as a suggestion the user confirms or changes (the
+# tagger's own threshold, chosen on its held-out measurement: docs/RESULTS.md, issue 12).
+CATEGORY_SUGGESTION_THRESHOLD = SUGGESTION_THRESHOLD
 
 CATEGORIES = ("top", "outerwear", "bottom", "dress", "shoes", "bag", "hat", "accessory")
 

@@ -9,4 +9,5 @@ urlpatterns = [
     path("search/looks/", views.search_looks_view, name="search-looks"),
     path("looks/", views.looks_page, name="looks"),
     path("looks/<int:look_id>/", views.look_page, name="look"),
+    path("items/<int:item_id>/category/", views.item_category, name="item-category"),
 ]

@@ -4,15 +4,19 @@ import base64
 import io
 
 from django.core.paginator import Paginator
-from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.http import Http404, HttpResponseBadRequest, HttpResponseForbidden, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from fashionsite.errors import json_error
 from fashionsite.media import clean_media_name, stored_file_response
 from fashionsite.throttling import throttled
 from recommender.api.views import SearchAnonThrottle, SearchScopedThrottle
-from recommender.models import Category, Look, ModelVersion, Style
+from recommender.models import Category, CategorySource, Look, ModelVersion, Style
+from recommender.services.tagging import set_item_category
+from recommender.taxonomy import CATEGORIES
 from recommender.services.health import health_report
 from recommender.services.search import search_items, search_looks
 from recommender.services.uploads import UploadError, check_upload
@@ -205,5 +209,25 @@ def look_page(request, look_id: int):
     return render(
         request,
         "recommender/look.html",
-        {"look": look, "snapshots": look.snapshots.all(), "items": items, "liked": liked_look_ids(request.user)},
+        {"look": look, "snapshots": look.snapshots.all(), "items": items, "liked": liked_look_ids(request.user),
+         "categories": taxonomy()["categories"]},
     )
+
+
+@require_POST
+def item_category(request, item_id: int):
+    """Staff confirm or change a catalogue item's category (kept as an admin label for the tagger)."""
+    if not request.user.is_staff:
+        return HttpResponseForbidden("only staff can correct the catalogue's categories")
+    name = request.POST.get("category", "")
+    category = Category.objects.filter(name=name).first()
+    if category is None:
+        return HttpResponseBadRequest(f"unknown category {name!r}; expected one of {', '.join(CATEGORIES)}")
+    updated = set_item_category(item_id, category, CategorySource.ADMIN)
+    if not updated:
+        raise Http404("no such item")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        target = reverse("look", args=[updated.looks.order_by("id").values_list("id", flat=True).first()]) \
+            if updated.looks.exists() else reverse("search")
+    return redirect(target)

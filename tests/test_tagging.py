@@ -1,6 +1,7 @@
 """Automatic category and style with the real parts: real looks imported through a manifest, a real Celery
 worker embeds them and then tags what has no category or style; a category set by hand is never overwritten."""
 import hashlib
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -121,3 +122,56 @@ def test_uploads_get_a_category_and_a_style_unless_the_user_gave_them(catalogue,
     assert untagged.category.name == "shoes"
     assert hand_set.category.name == "accessory"
     assert {untagged.style.name, hand_set.style.name} <= set(STYLES)
+
+
+def test_tags_come_from_the_descriptors_with_a_confidence_and_training_learns_the_corrections(
+    catalogue, sample_dir, active_version, monkeypatch, tmp_path
+):
+    import io
+
+    import numpy as np
+
+    from ml.tagging.category import CategoryHead
+    from recommender.models import CategorySource
+    from recommender.services import tagging
+
+    wait_until(lambda: not Item.objects.filter(category__isnull=True).exists(), timeout=180,
+               message="the worker tags every item that had no category")
+    automatic = list(Item.objects.filter(category_source=CategorySource.AUTO).values_list("category_confidence",
+                                                                                          flat=True))
+    assert automatic and all(0.0 < c <= 1.0 for c in automatic), "every automatic tag stores its confidence"
+    hand = Item.objects.get(sha256=sha256(catalogue / HAND_SET[0]))
+    assert (hand.category_source, hand.category_confidence) == (CategorySource.HAND, None)
+
+    # an untagged item with a ready descriptor is tagged from it: no second forward pass
+    bag = Item.objects.get(sha256=sha256(catalogue / "61_6_reco.jpg"))
+    Item.objects.filter(pk=bag.pk).update(category=None, category_source="", category_confidence=None)
+    assert tagging.tag_categories([bag.pk]) == {"tagged": 1, "failed": 0, "from_files": 0}
+    bag.refresh_from_db()
+    assert (bag.category.name, bag.category_source) == ("bag", CategorySource.AUTO)
+
+    # the repository's hand labels, and an admin's correction, are what the next training learns from
+    monkeypatch.setattr(tagging, "MIN_LABELS_TO_TRAIN", 20)  # this small catalogue holds 33 items
+    # this process's heads go to a folder of the test's own (the worker and later tests keep the shipped one)
+    monkeypatch.setattr(tagging, "head_path", lambda version: tmp_path / "heads" / f"{version.name}.npz")
+    hat = Category.objects.get_or_create(name="hat")[0]
+    out = io.StringIO()
+    labels = Path(__file__).resolve().parents[1] / "data" / "labels" / "item_categories.csv"
+    call_command("train_tagger", "--hand-labels", str(labels), "--images", str(sample_dir), stdout=out)
+    assert "hand labels" in out.getvalue() and "cross-validated accuracy" in out.getvalue()
+    assert Item.objects.filter(category_source=CategorySource.HAND).count() == Item.objects.count()
+    tagging.set_item_category(bag.pk, hat, CategorySource.ADMIN)  # a (deliberately odd) admin correction
+    vectors, categories, sources = tagging.labelled_vectors(active_version)
+    assert sources == {"admin": 1, "hand": Item.objects.count() - 1}
+    assert categories[0] == "hat", "corrections come first"
+    bag_vector = np.asarray(bag.descriptors.get(model_version=active_version).embedding, np.float32)
+    np.testing.assert_allclose(vectors[0], bag_vector)
+
+    call_command("train_tagger", "--retag", stdout=out)
+    path = tagging.head_path(active_version)
+    head = CategoryHead.load(path)
+    assert head.meta["sources"] == {"admin": 1, "hand": Item.objects.count() - 1}
+    assert tagging.category_head(active_version).meta == head.meta, "the trained head is the one that tags now"
+    assert "re-tagged 0 automatic categories" in out.getvalue(), "no automatic tag was left to re-tag"
+    bag.refresh_from_db()
+    assert (bag.category.name, bag.category_source) == ("hat", CategorySource.ADMIN), "a person's label stays"

@@ -1,12 +1,14 @@
 from django.contrib import admin
 
+from recommender.admin import CategoryCorrectionAdmin
 from wardrobe.models import LikedLook, Preferences, Suggestion, WardrobeItem
 
 
 @admin.register(WardrobeItem)
-class WardrobeItemAdmin(admin.ModelAdmin):
-    list_display = ("id", "owner", "category", "style", "created")
-    list_filter = ("category", "style")
+class WardrobeItemAdmin(CategoryCorrectionAdmin):
+    list_display = ("id", "owner", "category", "category_source", "category_confidence", "style", "created")
+    list_filter = ("category", "category_source", "style")
+    readonly_fields = ("category_source", "category_confidence")
 
 
 @admin.register(LikedLook)

@@ -2,8 +2,10 @@
 from django.conf import settings
 from django.db import models
 
+from recommender.models import CategorisedImage
 
-class WardrobeItem(models.Model):
+
+class WardrobeItem(CategorisedImage):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="wardrobe_items")
     image = models.ImageField(upload_to="wardrobe/")
     sha256 = models.CharField(max_length=64)

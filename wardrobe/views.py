@@ -76,15 +76,20 @@ def wardrobe_page(request):
 @require_GET
 def wardrobe_status(request):
     """The signed-in user's own items, for the live page: {"items": {id: "pending"|"ready"|"failed"},
-    "categories": {id: category name or ""}} (the automatic category arrives once an item is analysed)."""
+    "categories": {id: category name or ""}, "suggestions": {id: percent sure}} (the automatic category
+    arrives once an item is analysed; an unsure one is listed in "suggestions")."""
     if not request.user.is_authenticated:
         return json_error(403, "sign in to see your wardrobe", "not_authenticated")
     statuses = _wardrobe().wardrobe_statuses(request.user)
-    categories = WardrobeItem.objects.filter(owner=request.user).values_list("id", "category__name")
+    rows = WardrobeItem.objects.filter(owner=request.user).select_related("category").only(
+        "id", "category__name", "category_source", "category_confidence")
     return JsonResponse(
         {
             "items": {str(item_id): status for item_id, status in statuses.items()},
-            "categories": {str(item_id): name or "" for item_id, name in categories},
+            "categories": {str(row.id): row.category.name if row.category else "" for row in rows},
+            # automatic tags the tagger is unsure of: the page offers to confirm them
+            "suggestions": {str(row.id): round(100 * row.category_confidence) for row in rows
+                            if row.category_is_suggestion},
         }
     )
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ml.images import ImageError, load_rgb
 from ml.layout import ITEM, SNAPSHOT, parse_layout_name
-from recommender.models import Category, Item, Look, LookItem, Snapshot, Style
+from recommender.models import Category, CategorySource, Item, Look, LookItem, Snapshot, Style
 from recommender.services.embedding import create_pending_descriptors, queue_embedding
 from recommender.services.reembedding import versions_receiving_new_images
 
@@ -130,8 +130,8 @@ def _store(entry: ImportEntry, data: bytes, report: ImportReport) -> dict | None
     new_item = item is None
     if new_item:
         item = Item(sha256=sha256, original_name=entry.path.name)
-        if entry.category:
-            item.category, _ = Category.objects.get_or_create(name=entry.category)
+        if entry.category:  # the manifest's categories are hand labels (data/labels/item_categories.csv)
+            item.set_category_label(Category.objects.get_or_create(name=entry.category)[0], CategorySource.HAND)
         item.image.save(file_name, ContentFile(data), save=True)
         report.items += 1
     _, linked = LookItem.objects.get_or_create(look=look, item=item)

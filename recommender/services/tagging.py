@@ -1,8 +1,18 @@
 """Automatic category and style tags for images that have none (the worker runs them after embedding).
 
-* Category: every catalogue Item and WardrobeItem without a category gets one from the backbone's ImageNet
-  head (ml.tagging.category), loaded once per process. A category set by a user or an admin is never
-  overwritten: the tag is written with `UPDATE ... WHERE category_id IS NULL`.
+* Category: every catalogue Item and WardrobeItem without a category gets one from a trained category head
+  (ml.tagging.category.CategoryHead, softmax regression) applied to the image's descriptor under the active
+  model version: no second forward pass, the embedding already computed what the head reads. The tag is
+  stored with its confidence (`category_confidence`, source "auto"); below the suggestion threshold the pages
+  show it as a suggestion to confirm or change. A category set by a person is never overwritten: the tag is
+  written with `UPDATE ... WHERE category_id IS NULL`.
+  Which head (`category_head`): the one trained for that version (`train_category_head`, stored beside the
+  model, from the labels: categories whose source is hand, user or admin, with their descriptors under that
+  version); for an untrained ImageNet version without one, the head shipped in ml/tagging/heads (its descriptor
+  is the very ImageNet feature that head was trained on). A trained version gets its head at its first use
+  (after its re-embedding), again whenever `manage.py train_tagger` runs. Images without a descriptor under
+  the active version, or a version whose head would be worse than the shipped one, are tagged from the file
+  by the shipped ImageNet tagger (one extra Lite0 forward pass).
 * Style: a Look or WardrobeItem without a style gets `suggest_style(vector)` from a small classifier
   (ml.tagging.style, logistic regression) trained on the hand-labelled looks (data/labels/look_styles.csv,
   with the style each of those looks has in the database, so an admin's correction counts) and their
@@ -17,20 +27,22 @@ still untagged in-process.
 import csv
 import logging
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from fashionsite.paths import PROJECT_ROOT
-from recommender.models import Category, Descriptor, Item, Look, LookItem, Style
+from recommender.models import LABEL_SOURCES, Category, CategorySource, Descriptor, Item, Look, LookItem, Style
 from recommender.signals import wardrobe_items_tagged
 from recommender.taxonomy import CATEGORIES, STYLES
 
 logger = logging.getLogger(__name__)
 
-TAGGER_VARIANT = "lite0"  # the classifier head is the ImageNet backbone's, whatever model version is active
+FILE_TAGGER_VARIANT = "lite0"  # the fallback reads the file through the ImageNet Lite0 backbone + shipped head
 STYLE_METHOD = "logreg"
 # Which classifier suggests an upload's style: the look model (trained on snapshots) classified single item
 # photos better in bench/style_accuracy.py than a model trained on item photos (25.8% vs 20.3%, both below the
@@ -38,24 +50,222 @@ STYLE_METHOD = "logreg"
 UPLOAD_STYLE_MODEL = "look"
 LOOK_LABELS = PROJECT_ROOT / "data" / "labels" / "look_styles.csv"
 BATCH_SIZE = 32
+# A version's own head needs this many labelled descriptors; with fewer, the shipped ImageNet head serves.
+MIN_LABELS_TO_TRAIN = 40
+MAX_LABELS_PER_CATEGORY = 3000  # 8 x 3000 x 1280 floats: at most ~120 MB while training
+# The head's settings, chosen by 5-fold cross-validation on the hand labels (docs/RESULTS.md, issue 12).
+HEAD_PARAMS = {"l2": 1e-4, "class_weight": "balanced", "steps": 400}
+# A trained version's head must cross-validate at least this close to the shipped head, or the shipped
+# ImageNet tagger (a second, Lite0 forward pass) tags instead: a look-matching descriptor may forget category.
+HEAD_TOLERANCE = 0.03
 
 _lock = threading.Lock()
 _tagger = None
+_heads: dict[tuple, object] = {}
 _style_models: dict[tuple, object] = {}
 
 
 # ---------------------------------------------------------------------------------------------- categories
 
 
+class NotEnoughLabels(ValueError):
+    """Too few labelled descriptors under a version to train its category head."""
+
+
+def read_image(row):
+    """What the file tagger reads for an Item or WardrobeItem: the one place tagging opens an image."""
+    return row.image.path
+
+
 def get_tagger():
-    """The process's CategoryTagger (built on first use, after any fork; never at import)."""
+    """The process's file CategoryTagger (built on first use, after any fork; never at import)."""
     global _tagger
     with _lock:
         if _tagger is None:
             from ml.tagging.category import CategoryTagger
 
-            _tagger = CategoryTagger(TAGGER_VARIANT, settings.MODEL_CACHE_DIR)
+            _tagger = CategoryTagger(FILE_TAGGER_VARIANT, settings.MODEL_CACHE_DIR)
         return _tagger
+
+
+def head_path(version) -> Path:
+    """Where a version's category head lives: beside a trained model, or under the model cache."""
+    from ml.tagging.category import feature_space_of
+
+    if feature_space_of(version.spec) is None and Path(version.spec).is_dir():
+        return Path(version.spec) / "category_head.npz"
+    return Path(settings.MODEL_CACHE_DIR) / "category_heads" / f"{version.name}.npz"
+
+
+def _shipped_head_path(version):
+    from ml.tagging.category import feature_space_of, shipped_head_path
+
+    space = feature_space_of(version.spec)
+    path = shipped_head_path(space) if space else None
+    return path if path is not None and path.is_file() else None
+
+
+def labelled_vectors(version, per_category: int = MAX_LABELS_PER_CATEGORY) -> tuple[np.ndarray, list[str], dict]:
+    """The labels the head is trained on: Items and WardrobeItems whose category a person set (admin, user,
+    hand: in that order, so corrections come first), with their ready descriptor under the version; at most
+    `per_category` of each category (memory stays bounded however large the catalogue). Returns (vectors,
+    categories, counts by source)."""
+    ready = Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY)
+    vectors, categories, sources, taken = [], [], {}, {}
+    for source in LABEL_SOURCES:
+        for owner in ("item", "wardrobe_item"):
+            rows = ready.filter(**{f"{owner}__category__isnull": False, f"{owner}__category_source": source})
+            for vector, name in rows.order_by("-id").values_list("embedding", f"{owner}__category__name").iterator(
+                chunk_size=500
+            ):
+                if name in CATEGORIES and taken.get(name, 0) < per_category:
+                    vectors.append(np.asarray(vector, np.float32))
+                    categories.append(name)
+                    taken[name] = taken.get(name, 0) + 1
+                    sources[str(source)] = sources.get(str(source), 0) + 1
+    matrix = np.stack(vectors) if vectors else np.zeros((0, version.dim), np.float32)
+    return matrix, categories, sources
+
+
+def train_category_head(version, cross_validation: bool = True, log=None):
+    """Trains the version's category head on its labels and stores it (`head_path`); returns (head, meta).
+    With `cross_validation`, meta carries the 5-fold accuracy (what decides between this head and the
+    shipped one). Raises NotEnoughLabels below MIN_LABELS_TO_TRAIN labels or with one category only."""
+    from ml.tagging.category import CategoryHead, cross_validate
+
+    started = time.perf_counter()
+    vectors, categories, sources = labelled_vectors(version)
+    if len(categories) < MIN_LABELS_TO_TRAIN or len(set(categories)) < 2:
+        raise NotEnoughLabels(
+            f"{version.name}: {len(categories)} labelled descriptors of {len(set(categories))} categories; "
+            f"a category head needs at least {MIN_LABELS_TO_TRAIN} of two or more"
+        )
+    meta = {"version": version.name, "spec": version.spec, "labels": len(categories), "sources": sources,
+            "categories": {c: categories.count(c) for c in CATEGORIES if c in categories},
+            "params": HEAD_PARAMS, "trained": timezone.now().isoformat(timespec="seconds")}
+    if cross_validation:
+        (result,) = cross_validate(vectors, categories, [HEAD_PARAMS])
+        meta["cv_accuracy"], meta["cv_balanced_accuracy"] = result["accuracy"], result["balanced_accuracy"]
+        if log:
+            log(f"5-fold cross-validated accuracy {result['accuracy']:.3f} "
+                f"(balanced {result['balanced_accuracy']:.3f}) on {len(categories)} labels")
+    head = CategoryHead(**HEAD_PARAMS).fit(vectors, categories)
+    meta["seconds"] = round(time.perf_counter() - started, 2)
+    head.save(head_path(version), meta)
+    with _lock:
+        _heads.clear()
+    return head, meta
+
+
+def _good_enough(head, version) -> bool:
+    """A trained version's head is used unless it cross-validated clearly worse than the shipped head."""
+    from ml.tagging.category import CategoryHead, shipped_head_path
+
+    shipped = shipped_head_path(f"imagenet-{FILE_TAGGER_VARIANT}")
+    if not shipped.is_file() or "cv_accuracy" not in head.meta:
+        return True
+    reference = CategoryHead.load(shipped).meta.get("cv_accuracy")
+    if reference is None or head.meta["cv_accuracy"] >= reference - HEAD_TOLERANCE:
+        return True
+    logger.warning("%s: its category head cross-validates at %.3f, the shipped one at %.3f; tagging from the "
+                   "files instead", version.name, head.meta["cv_accuracy"], reference)
+    return False
+
+
+def category_head(version):
+    """The head that tags from the version's descriptors, or None (then the file tagger serves): its own
+    trained head, else the shipped ImageNet head of its feature space, else one trained now from the labels.
+    Cached per process until the head's file changes."""
+    from ml.tagging.category import CategoryHead
+
+    path = head_path(version)
+    if not path.is_file() and _shipped_head_path(version) is None:
+        try:
+            train_category_head(version)
+        except NotEnoughLabels as reason:
+            logger.info("no category head for %s yet: %s", version.name, reason)
+            return None
+        except OSError as error:  # e.g. a read-only model folder: the file tagger serves meanwhile
+            logger.warning("could not store the category head of %s: %s", version.name, error)
+            return None
+    source = path if path.is_file() else _shipped_head_path(version)
+    key = (version.id, str(source), source.stat().st_mtime_ns)
+    with _lock:
+        if key not in _heads:
+            head = CategoryHead.load(source)
+            if head.dim != version.dim:
+                logger.warning("%s: category head %s takes %d-d vectors, the version has %d-d", version.name,
+                               source, head.dim, version.dim)
+                head = None
+            elif source == path and _shipped_head_path(version) is None and not _good_enough(head, version):
+                head = None
+            _heads.clear()
+            _heads[key] = head
+        return _heads[key]
+
+
+def retag_automatic() -> int:
+    """Re-tags every automatic category with the active version's current head (after `train_tagger`), so a
+    correction improves the other tags too; never touches a category a person set. Returns how many
+    changed."""
+    from recommender.services.versions import active_version
+    from wardrobe.models import WardrobeItem
+
+    version = active_version()
+    head = category_head(version)
+    if head is None:
+        return 0
+    categories, changed, changed_wardrobe = _categories_by_name(), 0, []
+    for model in (Item, WardrobeItem):
+        ids = list(model.objects.filter(category_source=CategorySource.AUTO).order_by("id").values_list("id", flat=True))
+        for start in range(0, len(ids), 500):
+            rows = list(model.objects.filter(id__in=ids[start:start + 500]).only("id"))
+            for pk, (name, confidence) in _tags_from_descriptors(model, rows, version, head).items():
+                confidence = round(float(confidence), 4)
+                updated = model.objects.filter(pk=pk, category_source=CategorySource.AUTO).exclude(
+                    category=categories[name], category_confidence=confidence
+                ).update(category=categories[name], category_confidence=confidence)
+                changed += updated
+                if updated and model is WardrobeItem:
+                    changed_wardrobe.append(pk)
+    if changed_wardrobe:  # their owners' suggestions depend on the categories
+        wardrobe_items_tagged.send(sender=WardrobeItem, wardrobe_item_ids=changed_wardrobe)
+    return changed
+
+
+def apply_hand_labels(labels_csv, images_dir) -> dict:
+    """Marks the catalogue items a hand-label file names (columns file, category; the images in
+    `images_dir`, matched by SHA-256) with that category, source "hand"; a category a user or an admin set
+    stays. For a database imported before the labels or without the manifest's categories."""
+    import hashlib
+
+    images_dir = Path(images_dir)
+    categories = _categories_by_name()
+    by_sha = {}
+    with open(labels_csv, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            name, category = row["file"].strip(), row["category"].strip()
+            if category not in categories:
+                raise ValueError(f"{labels_csv}: unknown category {category!r} for {name}")
+            path = images_dir / name
+            if path.is_file():
+                by_sha[hashlib.sha256(path.read_bytes()).hexdigest()] = categories[category]
+    outcome = {"labels": len(by_sha), "applied": 0}
+    for sha, category in by_sha.items():
+        outcome["applied"] += Item.objects.filter(sha256=sha).exclude(
+            category_source__in=[CategorySource.USER, CategorySource.ADMIN]
+        ).update(category=category, category_source=CategorySource.HAND, category_confidence=None)
+    return outcome
+
+
+def set_item_category(item_id, category, source: str):
+    """A person's category for a catalogue item (staff on the item display): stored as a label of `source`.
+    Returns the item, or None when there is no such item."""
+    item = Item.objects.filter(pk=item_id).first()
+    if item is not None:
+        item.set_category_label(category, source)
+        item.save(update_fields=["category", "category_source", "category_confidence"])
+    return item
 
 
 def _categories_by_name() -> dict[str, Category]:
@@ -66,11 +276,39 @@ def _categories_by_name() -> dict[str, Category]:
     return found
 
 
+def _tags_from_descriptors(model, rows, version, head) -> dict[int, tuple[str, float]]:
+    """pk -> (category, confidence) for the rows with a ready descriptor under the version."""
+    if head is None or not rows:
+        return {}
+    column = "item_id" if model is Item else "wardrobe_item_id"
+    found = dict(Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY,
+                                           **{f"{column}__in": [row.pk for row in rows]})
+                 .values_list(column, "embedding"))
+    if not found:
+        return {}
+    pks = sorted(found)
+    predictions = head.predict(np.stack([np.asarray(found[pk], np.float32) for pk in pks]))
+    return dict(zip(pks, predictions))
+
+
+def _tags_from_files(model, rows) -> tuple[dict[int, tuple[str, float]], int]:
+    """pk -> (category, confidence) from the image files (second forward pass), and the unreadable count."""
+    if not rows:
+        return {}, 0
+    by_path = {read_image(row): row for row in rows}
+    tags, errors = get_tagger().tag_files(list(by_path), batch_size=BATCH_SIZE)
+    for path, message in errors.items():
+        logger.warning("category tagging skipped %s %s: %s", model.__name__, by_path[path].pk, message)
+    return {by_path[tag.path].pk: (tag.category, tag.confidence) for tag in tags}, len(errors)
+
+
 def tag_categories(item_ids=(), wardrobe_item_ids=(), progress: bool = False) -> dict:
-    """Tags the given Items and WardrobeItems that have no category; idempotent. Returns counts."""
+    """Tags the given Items and WardrobeItems that have no category; idempotent. Returns counts:
+    `tagged`, `failed` (unreadable files) and `from_files` (how many needed the second forward pass)."""
+    from recommender.services.versions import active_version
     from wardrobe.models import WardrobeItem
 
-    outcome = {"tagged": 0, "failed": 0}
+    outcome = {"tagged": 0, "failed": 0, "from_files": 0}
     tagged_wardrobe = []
     jobs = [
         (Item, list(Item.objects.filter(id__in=list(item_ids), category__isnull=True).only("id", "image"))),
@@ -79,7 +317,8 @@ def tag_categories(item_ids=(), wardrobe_item_ids=(), progress: bool = False) ->
     ]
     if not any(rows for _, rows in jobs):
         return outcome
-    tagger, categories = get_tagger(), _categories_by_name()
+    version = active_version()
+    head, categories = category_head(version), _categories_by_name()
     bar = None
     if progress:
         from tqdm import tqdm
@@ -88,18 +327,19 @@ def tag_categories(item_ids=(), wardrobe_item_ids=(), progress: bool = False) ->
     for model, rows in jobs:
         for start in range(0, len(rows), BATCH_SIZE):
             batch = rows[start:start + BATCH_SIZE]
-            by_path = {row.image.path: row for row in batch}
-            tags, errors = tagger.tag_files(list(by_path), batch_size=BATCH_SIZE)
-            for path, message in errors.items():
-                logger.warning("category tagging skipped %s %s: %s", model.__name__, by_path[path].pk, message)
-            for tag in tags:  # one short statement each (no long transaction holding locks)
-                changed = model.objects.filter(pk=by_path[tag.path].pk, category__isnull=True).update(
-                    category=categories[tag.category]
+            tags = _tags_from_descriptors(model, batch, version, head)
+            from_files, failed = _tags_from_files(model, [row for row in batch if row.pk not in tags])
+            tags.update(from_files)
+            outcome["from_files"] += len(from_files)
+            for pk, (name, confidence) in tags.items():  # one short statement each (no long-held locks)
+                changed = model.objects.filter(pk=pk, category__isnull=True).update(
+                    category=categories[name], category_source=CategorySource.AUTO,
+                    category_confidence=round(float(confidence), 4),
                 )
                 outcome["tagged"] += changed
                 if changed and model is WardrobeItem:
-                    tagged_wardrobe.append(by_path[tag.path].pk)
-            outcome["failed"] += len(errors)
+                    tagged_wardrobe.append(pk)
+            outcome["failed"] += failed
             if bar is not None:
                 bar.update(len(batch))
     if bar is not None:

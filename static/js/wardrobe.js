@@ -15,7 +15,32 @@
 
   function uncategorisedCount() {
     var count = 0;
-    list.querySelectorAll('[data-testid="item-category"]').forEach(function (select) {
+    // The same suggestion the page renders for an unsure automatic tag (templates/wardrobe/wardrobe.html).
+  function offerConfirmation(tile, select, category, percent) {
+    if (tile.querySelector('[data-testid="category-suggestion"]')) return;
+    var edit = select.form;
+    var form = document.createElement("form");
+    form.method = "post";
+    form.action = edit.action;
+    form.className = "inline suggestion";
+    form.setAttribute("data-testid", "category-suggestion");
+    var csrf = edit.querySelector("input[name=csrfmiddlewaretoken]").cloneNode();
+    var value = document.createElement("input");
+    value.type = "hidden"; value.name = "category"; value.value = category;
+    var text = document.createElement("span");
+    text.className = "muted";
+    text.textContent = "Suggested: " + category + "? (" + percent + " % sure)";
+    var button = document.createElement("button");
+    button.type = "submit"; button.className = "link"; button.textContent = "Confirm";
+    button.setAttribute("data-testid", "confirm-category");
+    var hint = document.createElement("span");
+    hint.className = "muted"; hint.textContent = "or pick the right one above";
+    [csrf, value, text, document.createTextNode(" "), button, document.createTextNode(" "), hint].forEach(
+      function (node) { form.appendChild(node); });
+    edit.insertAdjacentElement("afterend", form);
+  }
+
+  list.querySelectorAll('[data-testid="item-category"]').forEach(function (select) {
       if (!select.value && !select.dataset.touched) count++;
     });
     return count;
@@ -32,8 +57,37 @@
       }
       var category = (data.categories || {})[id];
       var select = tile.querySelector('[data-testid="item-category"]');
-      if (category && select && !select.value && !select.dataset.touched) select.value = category;
+      if (category && select && !select.value && !select.dataset.touched) {
+        select.value = category;
+        var percent = (data.suggestions || {})[id];
+        if (percent !== undefined) offerConfirmation(tile, select, category, percent);
+      }
     });
+  }
+
+  // The same suggestion the page renders for an unsure automatic tag (templates/wardrobe/wardrobe.html).
+  function offerConfirmation(tile, select, category, percent) {
+    if (tile.querySelector('[data-testid="category-suggestion"]')) return;
+    var edit = select.form;
+    var form = document.createElement("form");
+    form.method = "post";
+    form.action = edit.action;
+    form.className = "inline suggestion";
+    form.setAttribute("data-testid", "category-suggestion");
+    var csrf = edit.querySelector("input[name=csrfmiddlewaretoken]").cloneNode();
+    var value = document.createElement("input");
+    value.type = "hidden"; value.name = "category"; value.value = category;
+    var text = document.createElement("span");
+    text.className = "muted";
+    text.textContent = "Suggested: " + category + "? (" + percent + " % sure)";
+    var button = document.createElement("button");
+    button.type = "submit"; button.className = "link"; button.textContent = "Confirm";
+    button.setAttribute("data-testid", "confirm-category");
+    var hint = document.createElement("span");
+    hint.className = "muted"; hint.textContent = "or pick the right one above";
+    [csrf, value, text, document.createTextNode(" "), button, document.createTextNode(" "), hint].forEach(
+      function (node) { form.appendChild(node); });
+    edit.insertAdjacentElement("afterend", form);
   }
 
   list.querySelectorAll('[data-testid="item-category"]').forEach(function (select) {

@@ -325,3 +325,57 @@ def test_register_upload_live_status_suggestions_and_filters(catalogue, sample_d
     page.fill("input[name=password]", PASSWORD)
     page.click("form.stacked button[type=submit]")
     expect(page.get_by_test_id("username")).to_have_text("alice")
+
+
+def test_an_unsure_category_is_offered_for_confirmation_and_the_answer_is_kept(
+    transactional_db, active_version, sample_dir, new_page
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from recommender.models import Category, CategorySource
+    from recommender.taxonomy import CATEGORY_SUGGESTION_THRESHOLD
+    from wardrobe.services import add_wardrobe_items
+
+    ensure_taxonomy()
+    page = new_page()
+    register(page, "unsure")
+    user = WardrobeItem._meta.get_field("owner").related_model.objects.get(username="unsure")
+    photos = [SimpleUploadedFile(name, (sample_dir / name).read_bytes(), content_type="image/jpeg")
+              for name in ("2_3_reco.jpg", "1_1_reco.jpg")]
+    jacket, bag = add_wardrobe_items(user, photos)
+    # as the tagger leaves them: an unsure "top" for the jacket, a sure "bag" for the bag
+    for item, name, confidence in ((jacket, "top", CATEGORY_SUGGESTION_THRESHOLD / 2), (bag, "bag", 0.99)):
+        WardrobeItem.objects.filter(pk=item.pk).update(
+            category=Category.objects.get(name=name), category_source=CategorySource.AUTO,
+            category_confidence=confidence)
+
+    page.goto("/wardrobe/")
+    suggestion = page.get_by_test_id("category-suggestion")
+    expect(suggestion).to_have_count(1)
+    expect(suggestion).to_contain_text("Suggested: top?")
+    screenshot(page, "wardrobe-category-suggestion")
+    # the owner changes it with the item's own menu: a label of theirs, no suggestion left
+    tile = page.locator(f"#item-{jacket.pk}")
+    tile.get_by_test_id("item-category").select_option("outerwear")
+    expect(page.get_by_test_id("category-suggestion")).to_have_count(0)
+    expect(page.locator(f"#item-{jacket.pk}").get_by_test_id("item-category")).to_have_value("outerwear")
+    jacket.refresh_from_db()
+    assert (jacket.category.name, jacket.category_source, jacket.category_confidence) == ("outerwear", "user", None)
+
+    # another unsure tag, confirmed with one click
+    WardrobeItem.objects.filter(pk=bag.pk).update(category_confidence=CATEGORY_SUGGESTION_THRESHOLD / 2)
+    page.goto("/wardrobe/")
+    page.locator(f"#item-{bag.pk}").get_by_test_id("confirm-category").click()
+    expect(page.get_by_test_id("category-suggestion")).to_have_count(0)
+    bag.refresh_from_db()
+    assert (bag.category.name, bag.category_source) == ("bag", "user")
+
+    # a tag that arrives while the page is open is offered live, without a reload
+    (shoe,) = add_wardrobe_items(user, [SimpleUploadedFile("s.jpg", (sample_dir / "2_10_reco.jpg").read_bytes(),
+                                                           content_type="image/jpeg")])
+    page.goto("/wardrobe/")
+    expect(page.locator(f"#item-{shoe.pk}").get_by_test_id("item-category")).to_have_value("")
+    WardrobeItem.objects.filter(pk=shoe.pk).update(
+        category=Category.objects.get(name="shoes"), category_source=CategorySource.AUTO,
+        category_confidence=CATEGORY_SUGGESTION_THRESHOLD / 2)
+    expect(page.locator(f"#item-{shoe.pk}").get_by_test_id("category-suggestion")).to_contain_text("shoes?")

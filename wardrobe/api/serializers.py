@@ -13,6 +13,13 @@ class WardrobeItemSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     status = serializers.SerializerMethodField()
     category = serializers.SerializerMethodField()
+    category_source = serializers.CharField(
+        help_text="Who set the category: 'user' (you), 'auto' (the tagger), 'admin', 'hand', or '' (none).")
+    category_confidence = serializers.FloatField(
+        allow_null=True, help_text="The tagger's probability of its category (automatic tags only).")
+    category_suggested = serializers.BooleanField(
+        source="category_is_suggestion",
+        help_text="An automatic tag the tagger is unsure of: confirm it (PATCH the same category) or change it.")
     style = serializers.SerializerMethodField()
     colour = serializers.CharField()
     image_url = serializers.SerializerMethodField()

@@ -13,7 +13,7 @@ from django.db.models import OuterRef, Subquery
 
 from ml.images import ImageError, load_rgb
 from ml.tagging.colour import colour_words
-from recommender.models import Category, Descriptor, Look, Style
+from recommender.models import Category, CategorySource, Descriptor, Look, Style
 from recommender.services.embedding import create_pending_descriptors, queue_embedding
 from recommender.services.reembedding import versions_receiving_new_images
 from recommender.services.uploads import MAX_REQUEST_PIXELS, UploadError, decode, read_header, stored_copy
@@ -96,7 +96,10 @@ def add_wardrobe_items(user, files, category: str | None = None, style: str | No
     items, descriptor_ids = [], []
     with transaction.atomic():
         for name, sha256, colour, copy in checked:
-            item = WardrobeItem(owner=user, sha256=sha256, category=category_row, style=style_row, colour=colour)
+            item = WardrobeItem(
+                owner=user, sha256=sha256, category=category_row, style=style_row, colour=colour,
+                category_source=CategorySource.USER if category_row else CategorySource.NONE,
+            )
             with copy:
                 item.image.save(name, File(copy), save=True)
             for version in versions:
@@ -149,14 +152,16 @@ def get_wardrobe_item(user, item_id) -> WardrobeItem:
 
 
 def update_wardrobe_item(user, item_id, **changes) -> WardrobeItem:
-    """Corrects an item's `category` and/or `style` (names; "" or None clears)."""
+    """Corrects an item's `category` and/or `style` (names; "" or None clears). A category the owner gives,
+    or confirms by giving the suggested one again, becomes a label (source "user") the category tagger
+    learns from the next time it is trained."""
     item = get_wardrobe_item(user, item_id)
     if "category" in changes:
-        item.category = taxonomy_row(Category, changes["category"], "category")
+        item.set_category_label(taxonomy_row(Category, changes["category"], "category"), CategorySource.USER)
     if "style" in changes:
         item.style = taxonomy_row(Style, changes["style"], "style")
     with transaction.atomic():
-        item.save(update_fields=["category", "style"])
+        item.save(update_fields=["category", "category_source", "category_confidence", "style"])
         schedule_suggestions(user.pk)
     return item
 
