@@ -158,7 +158,8 @@ DEFAULT_POSTPROCESSING = ScoringSettings(
     item_transfer_weight=0.3, item_transfer_top_k=5, item_link_qe=1.0, look_pooling=1.0,
 )
 
-_S2I, _I2S = "snapshot_to_items", "item_to_snapshots"
+#: the directions the knobs are judged on: item queries by what the product shows (six looks, each once)
+_S2I, _I2S = "snapshot_to_items", "item_to_looks"
 #: CSLS settings tried for each direction: off, and k x weight
 _CSLS_GRID = [(0, 0.5)] + [(k, w) for k in (5, 10, 20) for w in (0.25, 0.5, 1.0)]
 
@@ -174,7 +175,8 @@ def select_postprocessing(dataset: LookDataset, vectors: dict, val_look_ids, kno
     (default :data:`DEFAULT_POSTPROCESSING`).
 
     Snapshot -> items knobs (look transfer, popularity, CSLS, QE, DBA) are judged on its mAP@100, the
-    item -> snapshots knobs (item transfer, link query expansion, look pooling, CSLS) on its mAP@100.
+    item-query knobs (item transfer, link query expansion, look pooling, CSLS) on item -> looks mAP@100
+    (the item -> snapshots list collapsed to looks, as the product shows it).
     A change is adopted only if it raises that mAP by :data:`MIN_GAIN`, does not lower that direction's
     hit@6 (the six results people see) and does not lower the other direction's mAP (shared knobs).
     Returns (settings, metrics)."""
@@ -223,7 +225,7 @@ def select_postprocessing(dataset: LookDataset, vectors: dict, val_look_ids, kno
     chosen = score(best)
     summary = ", ".join(f"{label} {_metric(first, d, k):.4f} -> {_metric(chosen, d, k):.4f}"
                         for label, d, k in (("s2i mAP", _S2I, "mAP@100"), ("s2i hit@6", _S2I, "hit@6"),
-                                            ("i2s mAP", _I2S, "mAP@100")))
+                                            ("i2l mAP", _I2S, "mAP@100")))
     log(f"post-processing chosen: {best.to_dict()} ({summary}; from the defaults)")
     return best, chosen
 
