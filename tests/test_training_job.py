@@ -102,7 +102,7 @@ def test_platform_item_to_looks_scores_as_the_evaluation_does(catalogue, active_
     version = training.train_catalogue_model(job, config=TINY)
     card_path = Path(version.spec) / "card.json"
     card = json.loads(card_path.read_text())
-    card["postprocessing"].update(item_link_qe=1.0, item_neighbour_qe=0.0, item_transfer_weight=0.0, look_pooling=1.0,
+    card["postprocessing"].update(item_link_qe=1.0, item_transfer_weight=0.0, look_pooling=1.0,
                                   qe=False, dba=False, csls_k=0)
     card["recognition"] = {"near_duplicate_cosine": 0.999999}
     card_path.write_text(json.dumps(card))

@@ -80,16 +80,8 @@ class ScoringRanker(Ranker):
         if task.direction == ITEM_TO_SNAPSHOTS:
             ref = self._matrix(self._catalogue_items()) if s.csls_k > 0 else None
             links = self._links(known, qnames) if kvecs is not None else None
-            item_vecs = item_links = exclude = None
-            if kvecs is not None and s.item_neighbour_qe > 0:
-                # the known items (linked by known looks) lend their known snapshots to the queries near them
-                known_items = sorted(self.item_popularity)
-                item_vecs, item_links = self._matrix(known_items), self._links(known, known_items)
-                exclude = np.array([[name == item for item in known_items] for name in qnames], bool)
             return item_query_scores(q, g, [self._look_of_snapshot[name] for name in task.gallery], s,
-                                     known_snapshot_vecs=kvecs, query_links=links, known_item_vecs=item_vecs,
-                                     known_item_links=item_links, exclude_known_items=exclude,
-                                     gallery_reference=ref)
+                                     known_snapshot_vecs=kvecs, query_links=links, gallery_reference=ref)
         pop = np.array([self.item_popularity.get(n, 0) for n in task.gallery], np.float32)
         if kvecs is None:
             return score_matrix(q, g, s, item_popularity=pop)

@@ -35,12 +35,8 @@ All of it is one function, :func:`item_query_scores`, which the evaluation ranke
 looks search both call (the platform with pgvector candidates as the gallery):
 
     scores = item_query_scores(item_vecs, snapshot_vecs, look_of_each_gallery_snapshot, settings,
-                               known_snapshot_vecs=S, query_links=L_items,
-                               known_item_vecs=I, known_item_links=L_known_items)
+                               known_snapshot_vecs=S, query_links=L_items)
     looks = ranked_looks(scores, look_of_each_gallery_snapshot)   # [(look, best photo), ...] per query
-
-:func:`neighbour_link_expansion` is the item-side transfer for new products: an item no known look links
-borrows the known snapshots of its nearest known items (``item_neighbour_qe``).
 """
 
 from __future__ import annotations
@@ -52,7 +48,7 @@ import numpy as np
 from .postprocess import alpha_query_expansion, database_side_augmentation, look_transfer_scores
 
 __all__ = ["ScoringSettings", "score_matrix", "popularity_prior", "hubness", "snapshot_gallery_transfer", "normalise",
-           "link_query_expansion", "neighbour_link_expansion", "expanded_item_queries", "item_query_scores", "pool_by_look", "ranked_indices",
+           "link_query_expansion", "expanded_item_queries", "item_query_scores", "pool_by_look", "ranked_indices",
            "ranked_looks"]
 
 
@@ -82,8 +78,6 @@ class ScoringSettings:
     csls_weight: float = 0.5    #   vector to the reference set (the query kind); 0 = off
     pop_weight: float = 0.0     # prior: + w * log(1 + known looks linking the item) / log(1 + max)
     item_link_qe: float = 0.0   # item -> snapshots: + w * mean of the known snapshots wearing the item; 0 = off
-    item_neighbour_qe: float = 0.0  # ... + w * the same for the query's nearest KNOWN items (item-side transfer)
-    item_neighbour_k: int = 5   #   ... that many nearest known items, weighted by their cosine to the query
     look_pooling: float = 0.0   # item -> snapshots: blend each snapshot's score with its look's best; 0 = off
     diversity: float = 0.0      # snapshot -> items: variety among the first results (MMR weight); 0 = off
     diversity_depth: int = 12   #   ... chosen from this many best-scored items
@@ -181,61 +175,24 @@ def link_query_expansion(query_item_vecs, known_snapshot_vecs, known_links, weig
     return normalise(q + float(weight) * mean)
 
 
-def neighbour_link_expansion(query_item_vecs, expanded_vecs, known_item_vecs, known_item_snapshot_means,
-                             weight: float, top_k: int, exclude=None) -> np.ndarray:
-    """Item queries expanded with the known snapshots of their nearest known items (item-side transfer).
-
-    ``q' = normalise(e + weight * sum_j c_j m_j / sum_j c_j)`` over the ``top_k`` known items ``j`` most similar
-    to the query ``q`` (cosine ``c_j > 0``), ``m_j`` the mean of the known snapshots whose looks link ``j``
-    (``known_item_snapshot_means`` ``(I, D)``), ``e`` the query as expanded so far (``expanded_vecs``).
-    ``exclude`` ``(Q, I)`` bool: known items that are the query itself (its own links are
-    :func:`link_query_expansion`'s).  A new product has no links of its own, but products like it do: the
-    street photos that wear them show how such a product is worn.
-    """
-    e = normalise(expanded_vecs)
-    if weight <= 0 or top_k <= 0 or known_item_vecs is None or len(known_item_vecs) == 0 or len(e) == 0:
-        return e
-    sims = normalise(query_item_vecs) @ normalise(known_item_vecs).T
-    if exclude is not None:
-        sims = np.where(np.asarray(exclude, bool), -np.inf, sims)
-    k = min(int(top_k), sims.shape[1])
-    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    c = np.take_along_axis(sims, top, axis=1)
-    c = np.where(np.isfinite(c), np.maximum(c, 0.0), 0.0).astype(np.float32)
-    means = np.asarray(known_item_snapshot_means, np.float32)
-    lent = np.einsum("qk,qkd->qd", c, means[top]) / np.maximum(c.sum(axis=1, keepdims=True), 1e-12)
-    return normalise(e + float(weight) * lent)
-
-
 def expanded_item_queries(query_item_vecs, settings: ScoringSettings | None = None, known_snapshot_vecs=None,
-                          query_links=None, known_item_vecs=None, known_item_links=None,
-                          exclude_known_items=None) -> np.ndarray:
-    """Item queries after link query expansion (own links, ``query_links`` ``(S, Q)``) and item-side transfer
-    (:func:`neighbour_link_expansion` through ``known_item_vecs`` ``(I, D)`` / ``known_item_links`` ``(S, I)``),
-    as :func:`item_query_scores` scores them.  The platform fetches its candidates with these vectors."""
+                          query_links=None) -> np.ndarray:
+    """Item queries after link query expansion with their own links (``query_links`` ``(S, Q)``), as
+    :func:`item_query_scores` scores them.  The platform fetches its candidates with these vectors."""
     s = settings or ScoringSettings()
     q = normalise(query_item_vecs)
-    if known_snapshot_vecs is None or len(known_snapshot_vecs) == 0 or len(q) == 0:
+    if known_snapshot_vecs is None or len(known_snapshot_vecs) == 0 or len(q) == 0 or query_links is None:
         return q
-    kvecs = normalise(known_snapshot_vecs)
-    expanded = link_query_expansion(q, kvecs, query_links, s.item_link_qe) if query_links is not None else q
-    if known_item_links is not None and s.item_neighbour_qe > 0:
-        links = known_item_links.toarray() if hasattr(known_item_links, "toarray") else np.asarray(known_item_links)
-        links = np.asarray(links, np.float32)
-        means = links.T @ kvecs / np.maximum(links.sum(axis=0), 1.0)[:, None]
-        expanded = neighbour_link_expansion(q, expanded, known_item_vecs, means, s.item_neighbour_qe,
-                                            s.item_neighbour_k, exclude=exclude_known_items)
-    return expanded
+    return link_query_expansion(q, normalise(known_snapshot_vecs), query_links, s.item_link_qe)
 
 
 def item_query_scores(query_item_vecs, gallery_snapshot_vecs, gallery_looks, settings: ScoringSettings | None = None,
-                      known_snapshot_vecs=None, query_links=None, known_item_vecs=None, known_item_links=None,
-                      exclude_known_items=None, gallery_reference=None) -> np.ndarray:
+                      known_snapshot_vecs=None, query_links=None, gallery_reference=None) -> np.ndarray:
     """Scores ``(Q, G)`` of item queries against snapshots: the one recipe of item -> snapshots / looks.
 
     1. :func:`expanded_item_queries`: link query expansion with the query's own links (``query_links``
        ``(S, Q)``: known snapshot ``s``'s look links query ``q``; an upload recognised as a catalogue product
-       has that product's), then item-side transfer through the nearest known items;
+       has that product's);
     2. cosine (+ QE/DBA/CSLS of :func:`score_matrix`), then :func:`snapshot_gallery_transfer`;
     3. :func:`pool_by_look` over ``gallery_looks`` ``(G,)``.
     ``known_snapshot_vecs`` ``(S, D)``: snapshots of known looks, never the gallery's own test photos.
@@ -245,8 +202,7 @@ def item_query_scores(query_item_vecs, gallery_snapshot_vecs, gallery_looks, set
     g = normalise(gallery_snapshot_vecs)
     if len(q) == 0 or len(g) == 0:
         return np.zeros((len(q), len(g)), np.float32)
-    expanded = expanded_item_queries(q, s, known_snapshot_vecs, query_links, known_item_vecs, known_item_links,
-                                     exclude_known_items)
+    expanded = expanded_item_queries(q, s, known_snapshot_vecs, query_links)
     scores = score_matrix(expanded, g, s, gallery_reference=gallery_reference)
     if known_snapshot_vecs is not None and len(known_snapshot_vecs) > 0 and query_links is not None:
         scores = snapshot_gallery_transfer(q, g, scores, s, known_snapshot_vecs=normalise(known_snapshot_vecs),

@@ -6,7 +6,7 @@ import pytest
 from ml.evaluation.dataset import Look, LookDataset
 from ml.evaluation.protocols import SCORED_DIRECTIONS, build_tasks, evaluate
 from ml.retrieval.ranker import ScoringRanker
-from ml.retrieval.scoring import (ScoringSettings, item_query_scores, link_query_expansion, neighbour_link_expansion,
+from ml.retrieval.scoring import (ScoringSettings, item_query_scores, link_query_expansion,
                                   pool_by_look, ranked_indices, ranked_looks, score_matrix, snapshot_gallery_transfer)
 
 
@@ -227,20 +227,6 @@ def test_ranker_evaluate_runs_all_directions():
 
 
 
-def test_neighbour_link_expansion_by_hand():
-    """A new product borrows the known snapshots of its nearest known items, weighted by cosine."""
-    q = unit([1, 0, 0, 0])
-    known_items = unit([0.8, 0.6, 0, 0], [0.6, 0.8, 0, 0], [-1, 0, 0, 0])   # cos 0.8, 0.6, -1 to the query
-    means = unit([0, 0, 1, 0], [0, 0, 0, 1], [0, 1, 0, 0])                  # their known snapshots' means
-    out = neighbour_link_expansion(q, q, known_items, means, weight=1.0, top_k=2)
-    lent = (0.8 * means[0] + 0.6 * means[1]) / 1.4
-    np.testing.assert_allclose(out[0], (q[0] + lent) / np.linalg.norm(q[0] + lent), atol=1e-6)
-    # the query's own entry is excluded: the next two nearest lend instead (the third has cos < 0: weight 0)
-    out = neighbour_link_expansion(q, q, known_items, means, 1.0, 2, exclude=[[True, False, False]])
-    np.testing.assert_allclose(out[0], (q[0] + means[1]) / np.linalg.norm(q[0] + means[1]), atol=1e-6)
-    np.testing.assert_allclose(neighbour_link_expansion(q, q, known_items, means, 0.0, 2), q)
-
-
 def test_item_query_scores_is_the_composition_and_ranked_looks_collapse():
     q = unit([1, 0, 0], [0, 1, 0])
     gallery = unit([1, 0.1, 0], [0.2, 1, 0], [0.5, 0.5, 0.1], [0, 0, 1])
@@ -256,3 +242,14 @@ def test_item_query_scores_is_the_composition_and_ranked_looks_collapse():
     for row, scores in zip(ranked, got):
         assert [look for look, _ in row] == list(dict.fromkeys(looks[j] for j in np.argsort(-scores, kind="stable")))
         assert all(scores[j] == max(scores[i] for i in range(4) if looks[i] == look) for look, j in row)
+
+
+def test_near_duplicate_needs_the_threshold():
+    from ml.retrieval.recognition import RecognitionSettings, near_duplicate
+
+    candidates = unit([1, 0, 0], [0.6, 0.8, 0])
+    q = unit([0.99, 0.14, 0])[0]                              # cos 0.99 to the first, ~0.71 to the second
+    assert near_duplicate(q, candidates, RecognitionSettings(0.98)) == (0, pytest.approx(0.99, abs=1e-3))
+    assert near_duplicate(q, candidates, RecognitionSettings(0.995)) is None
+    assert near_duplicate(q, candidates, RecognitionSettings(0.0)) is None   # off: identical bytes only
+    assert near_duplicate(q, np.zeros((0, 3)), RecognitionSettings(0.5)) is None

@@ -57,10 +57,10 @@ def test_model_card_round_trip_keeps_unknown_keys(tmp_path):
     assert data["postprocessing"]["lt_weight"] == 0.85 and data["recognition"]["near_duplicate_cosine"] == 0.9
     assert data["from_a_newer_version"] == {"x": 1} and "extra" not in data
     assert ModelCard.read(tmp_path) == card
-    # an older card: no recognition settings (identical bytes only), a knob this version dropped is ignored
+    # an older card: the default recognition settings; a knob this version dropped is ignored
     old = {"backbone": "lite0", "input_size": 224, "descriptor_dim": 512, "postprocessing": {"lt_items": True}}
     read = ModelCard.from_dict(old)
-    assert read.recognition.near_duplicate_cosine == 0.0 and read.postprocessing == ScoringSettings()
+    assert read.recognition == RecognitionSettings() and read.postprocessing == ScoringSettings()
 
 
 def test_bad_cards_are_named(tmp_path):
