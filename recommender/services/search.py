@@ -220,7 +220,8 @@ def recognise_item(query, sha256: str | None, version: ModelVersion) -> Recognit
         if item is not None:
             return Recognition(item=item, match="identical", similarity=1.0)
     card = model_card(version)
-    settings = card.recognition if card is not None else RecognitionSettings()
+    # the threshold is measured per trained model; an untrained backbone recognises identical bytes only
+    settings = card.recognition if card is not None else RecognitionSettings(near_duplicate_cosine=0.0)
     if settings.near_duplicate_cosine <= 0:
         return None
     nearest_item = nearest(query, "item", k=1, version=version)
