@@ -3,6 +3,7 @@
     .venv/bin/python bench/inner_kfold.py train  [--seeds 0 1 2] [--configs frozen ft]   # 15 heads per config
     .venv/bin/python bench/inner_kfold.py report [--candidates frozen:0 frozen:0,1,2 ft:0 ft:0,1,2]
     .venv/bin/python bench/inner_kfold.py diversity [--models frozen:0 ft:0]
+    .venv/bin/python bench/inner_kfold.py items [--models frozen:0] [--available-folds]
 
 The looks of `--data` not in `--test-looks` (val_looks.txt: the 189 other dev looks) are shuffled (seed 1234)
 into five folds. `train` trains, for every fold, config and seed, one CGD head on the other four folds with early
@@ -14,6 +15,8 @@ the queries of the five folds: about 320 snapshot -> items queries instead of th
 * `report`: a candidate is a config and its seeds; several seeds are an ensemble (the L2-normalised
   concatenation, as `--ensemble N` exports). Rows: raw cosine and `DEFAULT_POSTPROCESSING`.
 * `diversity`: the variety among the first six (weight x depth) on the same models.
+* `items`: the item-query recipe (item transfer x link query expansion), judged on item -> looks.
+* `--available-folds`: pool only the folds whose heads exist (a partial `train`).
 
 Configs: `frozen` (the ImageNet backbone frozen, the head trained on cached feature maps) and `ft` (the last
 backbone stage fine-tuned too, `--fine-tune-last-stage`). Metrics as ../shared/docs/EVALUATION.md.
