@@ -1,6 +1,6 @@
 """Starts the platform's services for `make run` and `make test`, and stops what it started.
 
-    python -m fashionsite.launcher run            Postgres, Redis, a Celery worker and the web server; imports
+    python -m fashionsite.launcher run            Postgres, Redis, a Celery worker and the web (gunicorn); imports
                                                   the sample catalogue on the first start; Ctrl-C stops it all.
     python -m fashionsite.launcher test [ARGS]    Postgres and Redis for the test suite, then pytest ARGS.
 
@@ -122,6 +122,12 @@ def worker_command(concurrency: int = 1, beat: bool = True, queue: str = "celery
     return args
 
 
+def web_command() -> list[str]:
+    """The web server: gunicorn with fashionsite/gunicorn.conf.py (workers, threads, timeouts; the model loaded
+    in each worker after the fork). It binds 127.0.0.1:$PORT."""
+    return [PYTHON, "-m", "gunicorn", "--config", str(PROJECT_ROOT / "fashionsite" / "gunicorn.conf.py")]
+
+
 SAMPLE_MANIFEST = PROJECT_ROOT / "data" / "labels" / "musinsa_manifest.csv"
 
 
@@ -163,10 +169,7 @@ def run() -> int:
         port = os.environ.get("PORT", "8000")
         services.spawn("worker", worker_command())
         services.spawn("training worker", worker_command(beat=False, queue="training"))
-        services.spawn(
-            "web", [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-            env=dict(os.environ, FASHIONSITE_WARM_MODEL="1"),
-        )
+        services.spawn("web", web_command(), env=dict(os.environ, PORT=port))
         set_up_catalogue(services)
         log(f"the platform is up at http://127.0.0.1:{port}/ (health: /healthz); Ctrl-C stops it")
         while not stopping:
@@ -192,6 +195,7 @@ def test(pytest_args: list[str]) -> int:
     os.environ.setdefault("FASHIONSITE_DATA_DIR", str(PROJECT_ROOT / "var" / "test"))
     os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     os.environ.setdefault("FASHIONSITE_TEST_RUN", str(os.getpid()))
+    os.environ.setdefault("FASHIONSITE_STATIC_MANIFEST", "0")  # live servers serve the source static files
     services = Services()
     try:
         ensure_postgres(services)

@@ -1,16 +1,37 @@
 """Django settings for fashionsite. Every value that differs between machines comes from the environment."""
 import os
 from datetime import timedelta
+from pathlib import Path
 
 from .database import database_settings
 from .paths import PROJECT_ROOT, data_dir
+from .secrets import secret_key_in
+from .cache import cache_url_beside
 
 BASE_DIR = PROJECT_ROOT
 DATA_DIR = data_dir()
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
-DEBUG = os.environ.get("FASHIONSITE_DEBUG", "1") == "1"
+# DJANGO_SECRET_KEY, or one generated on the first start and kept in the data directory (fashionsite.secrets).
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or secret_key_in(DATA_DIR)
+DEBUG = os.environ.get("FASHIONSITE_DEBUG", "0") == "1"
 ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
+
+# HTTPS behind a TLS-terminating proxy (docs/DEPLOYMENT.md): FASHIONSITE_HTTPS=1 turns on HSTS, secure cookies and
+# the redirect to https, and trusts the proxy's X-Forwarded-Proto header (the proxy must set or strip it).
+HTTPS = os.environ.get("FASHIONSITE_HTTPS", "0") == "1"
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("FASHIONSITE_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = os.environ.get("FASHIONSITE_HSTS_INCLUDE_SUBDOMAINS", "1") == "1"
+    SECURE_HSTS_PRELOAD = os.environ.get("FASHIONSITE_HSTS_PRELOAD", "1") == "1"
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # /healthz stays reachable over plain HTTP for a load balancer's probe on the private network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+CSRF_TRUSTED_ORIGINS = [origin for origin in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if origin]
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -25,10 +46,15 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "recommender",
     "wardrobe",
+    "accounts",
 ]
+# Django's backend, refusing sign-ins for an account or address with too many recent failures (accounts).
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # static files from STATIC_ROOT (collectstatic), compressed and with far-future cache headers
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -66,10 +92,29 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT = Path(os.environ.get("FASHIONSITE_STATIC_ROOT") or DATA_DIR / "static")
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise looks there at start
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Hashed, compressed copies made by collectstatic (the launcher runs it), served by WhiteNoise with far-future
+# cache headers. The test suite (launcher test) sets FASHIONSITE_STATIC_MANIFEST=0: its live servers serve the
+# source files, and tests/test_serving.py checks the manifest and WhiteNoise under gunicorn.
+STATIC_MANIFEST = os.environ.get("FASHIONSITE_STATIC_MANIFEST", "1") == "1"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_MANIFEST
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
 MEDIA_URL = "/media/"
 MEDIA_ROOT = DATA_DIR / "media"
+# Media is served by fashionsite.media: catalogue photos to anyone, a wardrobe photo to its owner only. With a
+# front proxy (nginx), set this to the internal location that maps onto MEDIA_ROOT (e.g. "/protected-media/"):
+# the view then answers with X-Accel-Redirect and the proxy sends the file (docs/DEPLOYMENT.md).
+MEDIA_ACCEL_REDIRECT_PREFIX = os.environ.get("FASHIONSITE_MEDIA_ACCEL_PREFIX", "")
+# At most this many files in one request (a wardrobe upload of several photos).
+DATA_UPLOAD_MAX_NUMBER_FILES = 20
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "wardrobe"
@@ -83,6 +128,19 @@ AUTO_TAGGING = os.environ.get("FASHIONSITE_AUTO_TAGGING", "1") == "1"
 MODEL_CACHE_DIR = DATA_DIR / "models"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# Throttle counters (and failed-login counts) live in Redis, shared by every web process and kept across
+# restarts (the launcher runs Redis with its append-only file). A database of its own (the broker's number + 1),
+# so that clearing the cache never touches the task queue. If Redis is down, the cache answers "nothing stored"
+# for a few seconds at a time instead of failing the request (fashionsite.cache).
+CACHES = {
+    "default": {
+        "BACKEND": "fashionsite.cache.ResilientRedisCache",
+        "LOCATION": os.environ.get("FASHIONSITE_CACHE_URL") or cache_url_beside(REDIS_URL),
+        "KEY_PREFIX": "fashionsite",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+}
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_TASK_ACKS_LATE = True
@@ -102,19 +160,43 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular, with every operation's error responses in the one error shape (fashionsite.schema)
+    "DEFAULT_SCHEMA_CLASS": "fashionsite.schema.AutoSchema",
     # Token first, so an anonymous request gets 401 with a WWW-Authenticate header.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Errors in one JSON shape, {"detail", "code", "status", "errors"?} (fashionsite.errors).
+    "EXCEPTION_HANDLER": "fashionsite.errors.api_exception_handler",
+    # Throttles identify a client by its socket address; behind N trusted proxies, by the address the N-th
+    # proxy from the end of X-Forwarded-For saw. Left at 0, X-Forwarded-For is ignored (anyone can forge it).
+    "NUM_PROXIES": int(os.environ.get("FASHIONSITE_TRUSTED_PROXIES", "0")),
     # Search is open to anonymous users: "search_anon" per client address, "search" per user or address.
+    # The pages' search (HTML and ?format=json) shares these counters with the API (fashionsite.throttling).
     "DEFAULT_THROTTLE_RATES": {
         "search_anon": os.environ.get("FASHIONSITE_SEARCH_ANON_RATE", "60/minute"),
         "search": os.environ.get("FASHIONSITE_SEARCH_RATE", "300/minute"),
+        # new accounts per client address (page and API together)
+        "register": os.environ.get("FASHIONSITE_REGISTER_RATE", "10/hour"),
+        # sign-in attempts per client address (page and token API together), whatever their outcome
+        "login": os.environ.get("FASHIONSITE_LOGIN_RATE", "30/minute"),
     },
 }
+
+# Failed sign-ins: after this many for one account, or from one address, within the window, further attempts
+# get 429 until the window ends (page and token API together; fashionsite.throttling.FailedLogins).
+FAILED_LOGINS_PER_ACCOUNT = int(os.environ.get("FASHIONSITE_FAILED_LOGINS_PER_ACCOUNT", "10"))
+FAILED_LOGINS_PER_ADDRESS = int(os.environ.get("FASHIONSITE_FAILED_LOGINS_PER_ADDRESS", "30"))
+FAILED_LOGINS_WINDOW = int(os.environ.get("FASHIONSITE_FAILED_LOGINS_WINDOW", "900"))  # seconds
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "fashionsite API",

@@ -8,6 +8,10 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from fashionsite.errors import json_error
+from fashionsite.media import clean_media_name, stored_file_response
+from fashionsite.throttling import throttled
+from recommender.api.views import SearchAnonThrottle, SearchScopedThrottle
 from recommender.models import Category, Look, ModelVersion, Style
 from recommender.services.health import health_report
 from recommender.services.search import search_items, search_looks
@@ -117,7 +121,7 @@ def _run_search(request, tab: str):
 
     if _wants_json(request):
         if error:
-            return JsonResponse({"error": error}, status=status)
+            return json_error(status, error)
         answer = {"results": [result.as_dict(lambda field: field.url) for result in results]}
         if tab == "looks":
             answer["recognised_item"] = recognised.as_dict(lambda field: field.url) if recognised else None
@@ -129,7 +133,12 @@ def _run_search(request, tab: str):
     return render(request, "recommender/search.html", context, status=status)
 
 
+# the same throttles and counters as the API's search
+search_throttled = throttled(SearchAnonThrottle, SearchScopedThrottle, scope="search")
+
+
 @require_http_methods(["GET", "POST"])
+@search_throttled
 def search_items_view(request):
     """Snapshot -> items. POST multipart `image`, optional `k` and `category`; `?format=json` answers JSON."""
     if request.method == "GET":
@@ -138,6 +147,7 @@ def search_items_view(request):
 
 
 @require_http_methods(["GET", "POST"])
+@search_throttled
 def search_looks_view(request):
     """Item -> looks. POST multipart `image`, optional `k` and `style`; `?format=json` answers JSON."""
     if request.method == "GET":
@@ -147,6 +157,17 @@ def search_looks_view(request):
 
 def search_page_for(request, tab: str):
     return render(request, "recommender/search.html", _search_context(request, tab))
+
+
+# --- catalogue photos -----------------------------------------------------------------------------------------
+
+CATALOGUE_PHOTO_CACHE = "public, max-age=86400"
+
+
+@require_GET
+def catalogue_photo(request, name: str):
+    """A catalogue photo (snapshot or item): public, cached a day by browsers and proxies."""
+    return stored_file_response(request, clean_media_name("catalogue", name), CATALOGUE_PHOTO_CACHE)
 
 
 # --- browsing the catalogue -----------------------------------------------------------------------------------

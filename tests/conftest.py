@@ -4,6 +4,7 @@
 """
 import csv
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -124,3 +125,57 @@ def wait_until(condition, timeout: float, message: str, interval: float = 0.5):
             return result
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s: {message}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gunicorn_server(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The production web server, as `make run` starts it (fashionsite/gunicorn.conf.py, DEBUG off, hashed static
+    files collected and served by WhiteNoise), on the test database, one worker; yields its base URL. The model
+    is not warmed (FASHIONSITE_WARM_MODEL=0): a search that reaches it loads it."""
+    import requests
+
+    from fashionsite.launcher import web_command
+
+    with django_db_blocker.unblock():
+        database_url = _database_url_for_tests()
+    static_root = tmp_path_factory.mktemp("static")
+    port = free_port()
+    env = dict(
+        os.environ, DATABASE_URL=database_url, PORT=str(port), FASHIONSITE_STATIC_MANIFEST="1",
+        FASHIONSITE_STATIC_ROOT=str(static_root), FASHIONSITE_DEBUG="0", FASHIONSITE_WEB_WORKERS="1",
+        FASHIONSITE_WEB_THREADS="4", FASHIONSITE_WARM_MODEL="0", FASHIONSITE_ACCESS_LOG="",
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"], cwd=PROJECT_ROOT, env=env, check=True
+    )
+    log_path = Path(os.environ.get("FASHIONSITE_DATA_DIR", PROJECT_ROOT / "var" / "test")) / "test-gunicorn.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        web_command(), cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            requests.get(url + "/api/schema/", timeout=60)  # the first answer loads Django's URLs and the schema
+            break
+        except (requests.ConnectionError, requests.Timeout):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"gunicorn did not start; see {log_path}:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+    yield url
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    log.close()

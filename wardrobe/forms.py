@@ -1,11 +1,5 @@
-"""Forms of the wardrobe pages: registering, uploading several photos at once."""
+"""Forms of the wardrobe pages: uploading several photos at once (registering is accounts.forms)."""
 from django import forms
-from django.contrib.auth.forms import UserCreationForm
-
-
-class RegisterForm(UserCreationForm):
-    class Meta(UserCreationForm.Meta):
-        fields = ("username",)
 
 
 class MultipleFileInput(forms.ClearableFileInput):

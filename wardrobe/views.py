@@ -1,6 +1,5 @@
-"""The user's pages: registering, the wardrobe (uploads with live embedding status), likes, and the outfit
+"""The user's pages: the wardrobe (uploads with live embedding status), likes, and the outfit
 suggestions. Thin views over wardrobe.services (imported where used)."""
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
@@ -9,10 +8,12 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from fashionsite.errors import json_error
+from fashionsite.media import clean_media_name, stored_file_response
 from recommender.models import Look
 from recommender.services.uploads import UploadError
 from recommender.views import taxonomy
-from wardrobe.forms import RegisterForm, WardrobeUploadForm
+from wardrobe.forms import WardrobeUploadForm
 from wardrobe.models import WardrobeItem
 
 
@@ -34,19 +35,6 @@ def _name(value) -> str:
     if value is None:
         return ""
     return getattr(value, "name", value) or ""
-
-
-# --- accounts -------------------------------------------------------------------------------------------------
-
-
-@require_http_methods(["GET", "POST"])
-def register(request):
-    form = RegisterForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return redirect("wardrobe")
-    return render(request, "registration/register.html", {"form": form}, status=400 if form.errors else 200)
 
 
 # --- wardrobe -------------------------------------------------------------------------------------------------
@@ -90,7 +78,7 @@ def wardrobe_status(request):
     """The signed-in user's own items, for the live page: {"items": {id: "pending"|"ready"|"failed"},
     "categories": {id: category name or ""}} (the automatic category arrives once an item is analysed)."""
     if not request.user.is_authenticated:
-        return JsonResponse({"error": "sign in to see your wardrobe"}, status=403)
+        return json_error(403, "sign in to see your wardrobe", "not_authenticated")
     statuses = _wardrobe().wardrobe_statuses(request.user)
     categories = WardrobeItem.objects.filter(owner=request.user).values_list("id", "category__name")
     return JsonResponse(
@@ -125,6 +113,19 @@ def wardrobe_edit(request, item_id: int):
         form = WardrobeUploadForm(categories=names["categories"], styles=names["styles"])
         return _wardrobe_page(request, form, error=str(problem), status=400)
     return redirect(reverse("wardrobe") + f"#item-{item_id}")
+
+
+WARDROBE_PHOTO_CACHE = "private, max-age=3600"
+
+
+@require_GET
+def wardrobe_photo(request, name: str):
+    """A wardrobe photo, for its owner only: anyone else, signed in or not, gets the same 404 as for a file
+    that does not exist (nothing tells them it does)."""
+    storage_name = clean_media_name("wardrobe", name)
+    if not _wardrobe().owns_photo(request.user, storage_name):
+        raise Http404("no such file")
+    return stored_file_response(request, storage_name, WARDROBE_PHOTO_CACHE)
 
 
 # --- likes ----------------------------------------------------------------------------------------------------

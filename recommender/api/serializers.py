@@ -1,5 +1,4 @@
 """Request and response shapes of the catalogue's API: accounts, search, admin re-embedding."""
-from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from recommender.models import Category, ModelVersion, ReembedJob, Style
@@ -15,22 +14,26 @@ def absolute_url(request, field) -> str | None:
 
 
 class RegisterSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(write_only=True, min_length=8, style={"input_type": "password"})
+    """Validated and saved by accounts.forms.RegisterForm, the page's form (Django's password validators)."""
 
-    def validate_username(self, value):
-        field = get_user_model()._meta.get_field("username")
-        for validator in field.validators:
-            try:
-                validator(value)
-            except Exception as error:
-                raise serializers.ValidationError(getattr(error, "messages", [str(error)]))
-        if get_user_model().objects.filter(username__iexact=value).exists():
-            raise serializers.ValidationError("this username is taken")
-        return value
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(write_only=True, style={"input_type": "password"})
+
+    def validate(self, data):
+        from accounts.forms import RegisterForm
+
+        self.form = RegisterForm.from_api(data["username"], data["password"])
+        if not self.form.is_valid():
+            raise serializers.ValidationError(self.form.api_errors())
+        return data
 
     def create(self, validated_data):
-        return get_user_model().objects.create_user(**validated_data)
+        return self.form.save()
+
+
+class CredentialsSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(write_only=True, style={"input_type": "password"})
 
 
 class UserSerializer(serializers.Serializer):
@@ -53,6 +56,8 @@ class NameChoiceField(serializers.CharField):
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data).strip()
+        if "\x00" in value:  # checked before the database sees it (Postgres text cannot hold NUL)
+            raise serializers.ValidationError("null characters are not allowed")
         if value and not self.model.objects.filter(name=value).exists():
             known = ", ".join(self.model.objects.order_by("name").values_list("name", flat=True))
             raise serializers.ValidationError(f"unknown {self.model._meta.verbose_name} {value!r} (known: {known})")

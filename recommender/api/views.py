@@ -4,15 +4,18 @@ from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, status
 from rest_framework.authtoken.models import Token
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, Throttled
 from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 
+from accounts.throttling import FailedLogins, LoginThrottle, RegisterThrottle
+from fashionsite.schema import error_response
+from fashionsite.throttling import LiveRateMixin, client_address
 from recommender.api.serializers import (
+    CredentialsSerializer,
     ItemResultsSerializer,
     ItemSearchSerializer,
     JobSerializer,
@@ -30,20 +33,13 @@ from recommender.services.search import search_items, search_looks
 from recommender.services.uploads import UploadError, check_upload
 
 
-class _LiveRates:
-    """Reads the rate from the current settings on each request (so settings overrides apply)."""
-
-    def get_rate(self):
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
-
-
-class SearchAnonThrottle(_LiveRates, AnonRateThrottle):
+class SearchAnonThrottle(LiveRateMixin, AnonRateThrottle):
     """Anonymous searches, per client address ("search_anon" rate)."""
 
     scope = "search_anon"
 
 
-class SearchScopedThrottle(_LiveRates, ScopedRateThrottle):
+class SearchScopedThrottle(LiveRateMixin, ScopedRateThrottle):
     """Every search, per user or address ("search" rate)."""
 
 
@@ -62,8 +58,11 @@ def checked_image(serializer):
 
 
 class RegisterView(APIView):
+    """Creates an account (the same checks as the page's form: a free username, Django's password validators)."""
+
     permission_classes = [permissions.AllowAny]
     authentication_classes = []
+    throttle_classes = [RegisterThrottle]
 
     @extend_schema(request=RegisterSerializer, responses={201: UserSerializer})
     def post(self, request):
@@ -78,11 +77,16 @@ class TokenView(APIView):
 
     permission_classes = [permissions.AllowAny]
     authentication_classes = []
+    throttle_classes = [LoginThrottle]
 
-    @extend_schema(request=RegisterSerializer, responses={200: TokenSerializer})
+    @extend_schema(request=CredentialsSerializer, responses={200: TokenSerializer})
     def post(self, request):
         from rest_framework.authtoken.serializers import AuthTokenSerializer
 
+        username = request.data.get("username", "") if hasattr(request.data, "get") else ""
+        wait = FailedLogins.wait(str(username), client_address(request))
+        if wait:
+            raise Throttled(wait, "too many failed sign-ins for this account or from this address")
         serializer = AuthTokenSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
@@ -130,7 +134,10 @@ class ReembedView(APIView):
 
     permission_classes = [permissions.IsAdminUser]
 
-    @extend_schema(request=ReembedSerializer, responses={202: JobSerializer})
+    @extend_schema(
+        request=ReembedSerializer,
+        responses={202: JobSerializer, 409: error_response("Another re-embedding is running.")},
+    )
     def post(self, request):
         serializer = ReembedSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -32,9 +32,9 @@ def test_register_rejects_a_taken_name_and_a_short_password():
     client = APIClient()
     assert client.post("/api/auth/register/", {"username": "bo", "password": "long-enough-1"}).status_code == 201
     taken = client.post("/api/auth/register/", {"username": "BO", "password": "long-enough-2"})
-    assert taken.status_code == 400 and "taken" in str(taken.json()["username"])
+    assert taken.status_code == 400 and "already exists" in str(taken.json()["errors"]["username"])
     short = client.post("/api/auth/register/", {"username": "cy", "password": "short"})
-    assert short.status_code == 400 and "password" in short.json()
+    assert short.status_code == 400 and "password" in short.json()["errors"]
 
 
 def test_token_needs_the_right_password():

@@ -12,11 +12,11 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
+from fashionsite.schema import error_response
 from recommender.api.views import BadUpload
 from recommender.models import Category, Look, Snapshot, Style
 from recommender.services.uploads import UploadError
 from wardrobe.api.serializers import (
-    AcceptedSerializer,
     LikedLookSerializer,
     LikedLooksSerializer,
     LikeSerializer,
@@ -41,6 +41,14 @@ from wardrobe.services import (
 )
 
 
+_ACCEPTED = {
+    "type": "object",
+    "properties": {"id": {"type": "integer"}, "status": {"type": "string", "enum": ["pending", "ready", "failed"]}},
+    "required": ["id", "status"],
+}
+ACCEPTED_ONE_OR_MANY = {"oneOf": [_ACCEPTED, {"type": "array", "items": _ACCEPTED}]}
+
+
 class WardrobeItemsView(APIView):
     """The user's wardrobe. POST uploads one or several photos (each an `image` part); each is embedded by the
     workers, so it starts pending: poll its status."""
@@ -57,7 +65,7 @@ class WardrobeItemsView(APIView):
         request={"multipart/form-data": WardrobeUploadSerializer},
         responses={
             202: OpenApiResponse(
-                AcceptedSerializer, description="One {id, status}, or a list of them when several images were sent."
+                ACCEPTED_ONE_OR_MANY, description="One {id, status}, or a list of them when several images were sent."
             )
         },
     )
@@ -101,6 +109,8 @@ class WardrobeItemView(APIView):
         self._item(request, item_id)
         serializer = WardrobeItemUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
+        if not serializer.validated_data:
+            raise ValidationError({"detail": ["nothing to change: send a category and/or a style"]})
         update_wardrobe_item(request.user, item_id, **serializer.validated_data)
         return self.get(request, item_id)
 
@@ -129,7 +139,10 @@ class LikedLooksView(APIView):
         )
         return Response({"results": LikedLookSerializer(likes, many=True, context={"request": request}).data})
 
-    @extend_schema(request=LikeSerializer, responses={201: LikedLookSerializer, 200: LikedLookSerializer})
+    @extend_schema(
+        request=LikeSerializer,
+        responses={201: LikedLookSerializer, 200: LikedLookSerializer, 404: error_response("No look with this id.")},
+    )
     def post(self, request):
         serializer = LikeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -160,6 +173,8 @@ def _filter(request, name: str, model) -> str | None:
     if name not in request.query_params:
         return None
     value = request.query_params[name].strip()
+    if "\x00" in value:
+        raise ValidationError({name: ["null characters are not allowed"]})
     if value and not model.objects.filter(name=value).exists():
         raise ValidationError({"detail": f"unknown {name} {value!r}"})
     return value
@@ -172,6 +187,13 @@ class SuggestionPages(PageNumberPagination):
     page_size = 12
     page_size_query_param = "page_size"
     max_page_size = 48
+
+    def get_page_size(self, request):
+        """A `page_size` that is not a whole number from 1 is a 400 (DRF would fall back to the default)."""
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is not None and not (raw.isdigit() and int(raw) >= 1):
+            raise ValidationError({self.page_size_query_param: [f"a whole number from 1 to {self.max_page_size}"]})
+        return super().get_page_size(request)
 
 
 class SuggestionsView(APIView):

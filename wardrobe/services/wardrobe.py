@@ -4,9 +4,10 @@ The web pages and the REST API both call these functions; every change that affe
 suggestions queues `wardrobe.tasks.recompute_suggestions` for that user once the transaction commits.
 """
 import logging
+import tempfile
 
 from django.contrib.auth import get_user_model
-from django.core.files.base import ContentFile
+from django.core.files import File
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
 
@@ -15,7 +16,7 @@ from ml.tagging.colour import colour_words
 from recommender.models import Category, Descriptor, Look, Style
 from recommender.services.embedding import create_pending_descriptors, queue_embedding
 from recommender.services.reembedding import versions_receiving_new_images
-from recommender.services.uploads import UploadError, check_upload
+from recommender.services.uploads import MAX_REQUEST_PIXELS, UploadError, decode, read_header, stored_copy
 from wardrobe.models import LikedLook, Preferences, WardrobeItem
 
 logger = logging.getLogger(__name__)
@@ -40,9 +41,46 @@ def taxonomy_row(model, name: str | None, what: str):
 # ---------------------------------------------------------------------------------------------------- wardrobe
 
 
+def _checked_uploads(files):
+    """Checks every file's size, format and dimensions from its header (no pixels decoded), then decodes them
+    one at a time, each into its stored copy (upright, without metadata) in a temporary file: at most one
+    decoded image is in memory, whatever the number of files. Any rejected file raises UploadError naming it
+    (and every other rejected one)."""
+    headers, problems = [], []
+    for index, uploaded in enumerate(files):
+        name = getattr(uploaded, "name", None) or f"file {index + 1}"
+        try:
+            headers.append(read_header(uploaded, name=name))
+        except UploadError as error:
+            problems.append(str(error))
+    if problems:
+        raise UploadError("; ".join(problems))
+    total = sum(header.pixels for header in headers)
+    if total > MAX_REQUEST_PIXELS:
+        raise UploadError(
+            f"the {len(headers)} photos have {total / 1e6:.0f} megapixels together; one upload takes at most "
+            f"{MAX_REQUEST_PIXELS / 1e6:.0f}: send them in smaller groups"
+        )
+    checked = []
+    try:
+        for header in headers:
+            upload = decode(header)
+            copy = tempfile.SpooledTemporaryFile(max_size=2**20)
+            copy.write(stored_copy(upload))
+            copy.seek(0)
+            # the garment's colour words from its pixels: a few ms on a shrunk copy
+            checked.append((upload.generated_name(), upload.sha256, colour_words(upload.image), copy))
+            del upload  # its decoded pixels go before the next image is decoded
+    except UploadError:
+        for *_, copy in checked:
+            copy.close()
+        raise
+    return checked
+
+
 def add_wardrobe_items(user, files, category: str | None = None, style: str | None = None) -> list[WardrobeItem]:
-    """Checks every file, then stores each under its generated name with a pending descriptor per version
-    receiving new images, and queues them for the workers.
+    """Checks every file, then stores each (upright, metadata removed) under its generated name with a pending
+    descriptor per version receiving new images, and queues them for the workers.
 
     Any rejected file raises UploadError naming it (and every other rejected one), and nothing is stored.
     An unknown category or style name raises ValueError naming it.
@@ -52,25 +90,15 @@ def add_wardrobe_items(user, files, category: str | None = None, style: str | No
     files = list(files)
     if not files:
         raise UploadError("no image was uploaded")
-    checked, problems = [], []
-    for index, uploaded in enumerate(files):
-        name = getattr(uploaded, "name", None) or f"file {index + 1}"
-        try:
-            checked.append(check_upload(uploaded, name=name))
-        except UploadError as error:
-            problems.append(str(error))
-    if problems:
-        raise UploadError("; ".join(problems))
+    checked = _checked_uploads(files)
 
     versions = versions_receiving_new_images()
     items, descriptor_ids = [], []
     with transaction.atomic():
-        for upload in checked:
-            item = WardrobeItem(
-                owner=user, sha256=upload.sha256, category=category_row, style=style_row,
-                colour=colour_words(upload.image),  # the garment's pixels: a few ms on a shrunk copy
-            )
-            item.image.save(upload.generated_name(), ContentFile(upload.data), save=True)
+        for name, sha256, colour, copy in checked:
+            item = WardrobeItem(owner=user, sha256=sha256, category=category_row, style=style_row, colour=colour)
+            with copy:
+                item.image.save(name, File(copy), save=True)
             for version in versions:
                 descriptor_ids.append(create_pending_descriptors(version, wardrobe_item=item).id)
             items.append(item)
@@ -108,6 +136,11 @@ def wardrobe_items(user):
         .select_related("category", "style")
         .annotate(status=_active_status())
     )
+
+
+def owns_photo(user, name: str) -> bool:
+    """Whether `name` (a storage name) is the photo of one of the user's items; never for anonymous visitors."""
+    return user.is_authenticated and WardrobeItem.objects.filter(owner=user, image=name).exists()
 
 
 def get_wardrobe_item(user, item_id) -> WardrobeItem:

@@ -1,0 +1,43 @@
+"""gunicorn's configuration for the web (`make run` and the Procfile's `web`): gunicorn --config this file.
+
+Sized for the 2 cores of the reference machine: 2 worker processes (FASHIONSITE_WEB_WORKERS) of 4 threads each
+(FASHIONSITE_WEB_THREADS). Threads let a worker serve pages and database queries while another request waits on
+the model; two processes use both cores. The app is loaded in each worker after the fork (never --preload:
+TensorFlow is not fork-safe), and each worker then loads and warms the active model in the background
+(post_worker_init), so the first search does not pay for it.
+"""
+import os
+import threading
+
+wsgi_app = "fashionsite.wsgi:application"
+bind = f"{os.environ.get('FASHIONSITE_BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+worker_class = "gthread"
+workers = int(os.environ.get("FASHIONSITE_WEB_WORKERS", "2"))
+threads = int(os.environ.get("FASHIONSITE_WEB_THREADS", "4"))
+preload_app = False
+
+# A search waits for the model: well under a second normally, longer while the worker still loads it.
+timeout = int(os.environ.get("FASHIONSITE_WEB_TIMEOUT", "120"))
+graceful_timeout = 30
+keepalive = 5
+# Recycle a worker now and then (a slow leak in a library cannot grow forever); jitter so that the workers are
+# not all restarting (and reloading the model) at once.
+max_requests = int(os.environ.get("FASHIONSITE_WEB_MAX_REQUESTS", "5000"))
+max_requests_jitter = max_requests // 10
+
+# Behind a TLS proxy on another machine, list its address, so that gunicorn believes its X-Forwarded-Proto.
+forwarded_allow_ips = os.environ.get("FASHIONSITE_FORWARDED_ALLOW_IPS", "127.0.0.1")
+accesslog = os.environ.get("FASHIONSITE_ACCESS_LOG", "-") or None  # "" for none
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn's control socket defaults to one path per user: two platforms on one machine would share it.
+control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """In each worker, after the fork and after the app is loaded: load and warm the active model."""
+    if os.environ.get("FASHIONSITE_WARM_MODEL", "1") != "1":
+        return
+    from recommender.apps import warm_up_active_model
+
+    threading.Thread(target=warm_up_active_model, name="warm-model", daemon=True).start()

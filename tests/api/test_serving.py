@@ -1,0 +1,149 @@
+"""The web as `make run` serves it (gunicorn, DEBUG off): static files from WhiteNoise, the site's own error
+pages, JSON errors in one shape under /api/, a secret key kept per data directory."""
+import re
+
+import pytest
+import requests
+from django.conf import settings
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+
+def test_gunicorn_serves_pages_and_hashed_static_files_through_whitenoise(gunicorn_server):
+    page = requests.get(gunicorn_server + "/", timeout=30)
+    assert page.status_code == 200 and page.headers["Server"].startswith("gunicorn")
+    stylesheet = re.search(r'href="(/static/css/site\.[0-9a-f]{12}\.css)"', page.text)
+    assert stylesheet, "the page links the hashed copy made by collectstatic"
+    css = requests.get(gunicorn_server + stylesheet.group(1), headers={"Accept-Encoding": "gzip"}, timeout=30)
+    assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
+    assert "immutable" in css.headers["Cache-Control"] and "max-age=315360000" in css.headers["Cache-Control"]
+    assert css.headers.get("Content-Encoding") == "gzip"  # the compressed copy
+
+
+def test_gunicorn_answers_the_sites_own_404_page_and_json_404_under_api(gunicorn_server):
+    page = requests.get(gunicorn_server + "/no/such/page/", timeout=30)
+    assert page.status_code == 404 and page.headers["Content-Type"].startswith("text/html")
+    assert "Page not found" in page.text and "URLconf" not in page.text  # not Django's debug page
+    api = requests.get(gunicorn_server + "/api/no/such/endpoint/", timeout=30)
+    assert api.status_code == 404 and api.headers["Content-Type"] == "application/json"
+    assert api.json() == {"detail": "no API endpoint or object at /api/no/such/endpoint/", "code": "not_found",
+                          "status": 404}
+
+
+def test_debug_is_off_unless_asked_for():
+    assert settings.DEBUG is False  # pytest-django forces it off; the default in settings is off too
+    from fashionsite import settings as module
+
+    assert "FASHIONSITE_DEBUG\", \"0\"" in open(module.__file__).read()
+
+
+def test_the_secret_key_is_generated_once_per_data_directory(tmp_path):
+    from fashionsite.secrets import secret_key_in
+
+    first = secret_key_in(tmp_path)
+    assert len(first) >= 50 and secret_key_in(tmp_path) == first
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0  # readable by its owner only
+    other = tmp_path / "other"
+    other.mkdir()
+    assert secret_key_in(other) != first
+
+
+ERROR_KEYS = {"detail", "code", "status"}
+
+
+@pytest.mark.parametrize(
+    "method,url,status,code",
+    [
+        ("get", "/api/nothing-here/", 404, "not_found"),
+        ("get", "/api/wardrobe/items/", 401, "not_authenticated"),
+        ("get", "/api/wardrobe/items/999999/", 401, "not_authenticated"),
+        ("put", "/api/search/items/", 405, "method_not_allowed"),
+        ("post", "/api/auth/register/", 400, "invalid"),
+    ],
+)
+def test_api_errors_are_json_in_one_shape(method, url, status, code):
+    response = getattr(Client(), method)(url)
+    assert response.status_code == status and response["Content-Type"] == "application/json"
+    body = response.json()
+    assert ERROR_KEYS <= set(body) <= ERROR_KEYS | {"errors"}
+    assert body["status"] == status and body["code"] == code and isinstance(body["detail"], str) and body["detail"]
+
+
+def test_invalid_input_names_each_field_in_errors():
+    body = Client().post("/api/auth/register/", {"username": "", "password": ""}).json()
+    assert body["code"] == "invalid" and set(body["errors"]) == {"username", "password"}
+    assert all(isinstance(m, str) for messages in body["errors"].values() for m in messages)
+
+
+def test_an_api_server_error_is_json_too():
+    import json
+
+    from django.test import RequestFactory
+
+    from fashionsite.errors import server_error
+
+    response = server_error(RequestFactory().get("/api/search/items/"))
+    assert response.status_code == 500 and response["Content-Type"] == "application/json"
+    assert set(json.loads(response.content)) == ERROR_KEYS
+
+
+def test_a_page_server_error_is_the_sites_own_page():
+    from django.test import RequestFactory
+
+    from fashionsite.errors import server_error
+
+    response = server_error(RequestFactory().get("/looks/"))
+    assert response.status_code == 500 and b"Something went wrong" in response.content
+
+
+def test_the_pages_own_404_with_debug_off():
+    response = Client().get("/looks/999999/")
+    assert response.status_code == 404 and b"Page not found" in response.content
+    assert b"data-testid=\"error-page\"" in response.content
+
+
+def test_https_settings_make_check_deploy_clean():
+    import os
+    import subprocess
+    import sys
+
+    from fashionsite.paths import PROJECT_ROOT
+
+    env = dict(os.environ, FASHIONSITE_HTTPS="1", FASHIONSITE_STATIC_MANIFEST="1", FASHIONSITE_DEBUG="0")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_gunicorn_loads_the_app_and_the_model_in_each_worker_after_the_fork():
+    """TensorFlow is not fork-safe: no --preload, and the model is warmed by a post_worker_init hook."""
+    from gunicorn.config import Config
+
+    from fashionsite.launcher import web_command
+
+    command = web_command()
+    assert "--preload" not in command and command[command.index("--config") + 1].endswith("gunicorn.conf.py")
+    config = Config()
+    namespace = {}
+    exec(open(command[command.index("--config") + 1]).read(), namespace)
+    for name in ("wsgi_app", "workers", "threads", "worker_class", "timeout", "max_requests", "max_requests_jitter",
+                 "preload_app", "post_worker_init"):
+        config.set(name, namespace[name])
+    assert config.preload_app is False and config.worker_class_str == "gthread"
+    assert config.workers == 2 and config.threads >= 2 and config.max_requests_jitter > 0
+    assert "warm_up_active_model" in namespace["post_worker_init"].__code__.co_names
+
+
+def test_the_procfile_declares_the_services():
+    from fashionsite.paths import PROJECT_ROOT
+
+    services = dict(
+        line.split(":", 1) for line in (PROJECT_ROOT / "Procfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert {"web", "worker", "training", "beat"} <= set(services)
+    assert "gunicorn --config fashionsite/gunicorn.conf.py" in services["web"] and "--preload" not in services["web"]
