@@ -31,7 +31,9 @@ from ml.evaluation.dataset import LookDataset, read_look_ids  # noqa: E402
 from ml.evaluation.report import format_table  # noqa: E402
 from ml.retrieval.scoring import ScoringSettings, normalise  # noqa: E402
 from ml.training.feature_cache import FeatureCache  # noqa: E402
-from ml.training.trainer import _all_eval_names, evaluate_vectors  # noqa: E402
+from ml.evaluation.pipeline import images_to_embed  # noqa: E402
+from ml.model_card import ModelCard  # noqa: E402
+from ml.training import evaluate_vectors  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "musinsa"
 
@@ -75,13 +77,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows' metrics here")
     args = parser.parse_args()
 
-    card = json.loads((args.model / "card.json").read_text())
-    if card.get("train_config", {}).get("fine_tune_last_stage"):
+    card = ModelCard.read(args.model)
+    if card.train_config.get("fine_tune_last_stage"):
         raise SystemExit("a model with a fine-tuned last stage cannot be ablated on cached top feature maps")
     dataset = LookDataset.from_folder(args.data)
     test = read_look_ids(args.test_looks, dataset)
     known = sorted(set(dataset.looks) - test)
-    names = _all_eval_names(dataset)
+    names = images_to_embed(dataset)
 
     def run(vectors, settings=None):
         zero = np.zeros(len(next(iter(vectors.values()))), np.float32)
@@ -90,9 +92,9 @@ def main() -> None:
 
     lite0 = cached_maps(dataset, names, "lite0", args.features)
     untrained = {n: m.astype(np.float32).mean(axis=(0, 1)) for n, m in lite0.items()}
-    members = member_vectors(args.model, cached_maps(dataset, names, card["backbone"], args.features))
+    members = member_vectors(args.model, cached_maps(dataset, names, card.backbone, args.features))
     ensemble = joined(members)
-    full = ScoringSettings.from_dict(card.get("postprocessing"))
+    full = card.postprocessing
     s2i_only = replace(full, item_transfer_weight=0.0, item_link_qe=0.0, look_pooling=0.0)
     s2i_plain_order = replace(s2i_only, diversity=0.0)
     rows = {"untrained": run({n: v / max(np.linalg.norm(v), 1e-12) for n, v in untrained.items()})}
@@ -106,7 +108,7 @@ def main() -> None:
     rows["+ item transfer"] = run(ensemble, replace(s2i_only, item_transfer_weight=full.item_transfer_weight))
     rows["+ link query expansion"] = run(ensemble, replace(full, look_pooling=0.0))
     rows["+ look pooling (= the card)"] = run(ensemble, full)
-    print(f"model {args.model}: {card.get('ensemble', 1)} member(s), post-processing {full.to_dict()}")
+    print(f"model {args.model}: {card.ensemble} member(s), post-processing {full.to_dict()}")
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

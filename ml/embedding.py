@@ -162,27 +162,26 @@ class ModelDirError(ValueError):
 
 class CGDEmbedder(Embedder):
     """A trained CGD model directory (``manage.py train_cgd``): ``model.keras``
-    (image -> unit-norm descriptor) and ``card.json`` (backbone, input size,
-    descriptor dim, post-processing settings, ...)."""
+    (image -> unit-norm descriptor) and its :class:`ml.model_card.ModelCard` (``self.card``: backbone,
+    input size, descriptor dim, post-processing and recognition settings, ...)."""
 
     def __init__(self, model_dir):
-        import json
-
         import tensorflow as tf
 
+        from .model_card import ModelCard, ModelCardError
+
         model_dir = Path(model_dir)
-        card_path, model_path = model_dir / "card.json", model_dir / "model.keras"
+        model_path = model_dir / "model.keras"
         if not model_dir.is_dir():
             raise ModelDirError(f"model directory not found: {model_dir}")
-        for p in (card_path, model_path):
-            if not p.is_file():
-                raise ModelDirError(f"{model_dir}: missing {p.name}")
         try:
-            self.card = json.loads(card_path.read_text(encoding="utf-8"))
-            self.dim = int(self.card["descriptor_dim"])
-            self.input_size = int(self.card["input_size"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ModelDirError(f"{card_path}: corrupt model card ({e})") from None
+            self.card = ModelCard.read(model_dir)
+        except ModelCardError as e:
+            raise ModelDirError(str(e)) from None
+        if not model_path.is_file():
+            raise ModelDirError(f"{model_dir}: missing {model_path.name}")
+        self.dim = self.card.descriptor_dim
+        self.input_size = self.card.input_size
         import keras
 
         import ml.cgd  # noqa: F401 - registers the custom layers
@@ -195,8 +194,7 @@ class CGDEmbedder(Embedder):
         if shape[-1] != self.dim:
             raise ModelDirError(f"{model_dir}: model outputs {shape[-1]}-d, card says {self.dim}")
         self.model_dir = model_dir
-        self.name = f"cgd-{self.card.get('backbone', '?')}-{model_dir.name}"
-        self.postprocessing = dict(self.card.get("postprocessing") or {})
+        self.name = f"cgd-{self.card.backbone or '?'}-{model_dir.name}"
         size, model = self.input_size, self.model
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],

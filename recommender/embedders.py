@@ -14,6 +14,7 @@ from collections import OrderedDict
 from django.conf import settings
 
 from ml.embedding import Embedder, load_embedder
+from ml.model_card import ModelCard
 
 KEEP_EMBEDDERS = 2
 
@@ -30,3 +31,8 @@ def get_embedder(version) -> Embedder:
             while len(_embedders) > KEEP_EMBEDDERS:
                 _embedders.popitem(last=False)  # callers still holding it keep it alive until they finish
         return _embedders[version.spec]
+
+
+def model_card(version) -> ModelCard | None:
+    """The model card of a version's model (what its queries are scored with), None for an untrained backbone."""
+    return getattr(get_embedder(version), "card", None)

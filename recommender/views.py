@@ -102,7 +102,7 @@ def _run_search(request, tab: str):
         "category": request.POST.get("category", ""),
         "style": request.POST.get("style", ""),
     }
-    status, error, results, query_image = 200, None, None, None
+    status, error, results, query_image, recognised = 200, None, None, None, None
     try:
         k = _parse_k(request.POST.get("k"))
         upload = request.FILES.get("image")
@@ -114,7 +114,8 @@ def _run_search(request, tab: str):
             results = search_items(checked.image, k=k, category=category)
         else:
             style = _parse_choice(values["style"], names["styles"], "style")
-            results = search_looks(checked.image, k=k, style=style)
+            found = search_looks(checked.image, k=k, style=style, sha256=checked.sha256)
+            results, recognised = found.results, found.recognised
         if not _wants_json(request):
             query_image = _thumbnail_data_url(checked.image)
     except (UploadError, SearchRequestError) as problem:
@@ -125,10 +126,13 @@ def _run_search(request, tab: str):
     if _wants_json(request):
         if error:
             return json_error(status, error)
-        return JsonResponse({"results": [result.as_dict(lambda field: field.url) for result in results]})
+        answer = {"results": [result.as_dict(lambda field: field.url) for result in results]}
+        if tab == "looks":
+            answer["recognised_item"] = recognised.as_dict(lambda field: field.url) if recognised else None
+        return JsonResponse(answer)
     context = _search_context(
         request, tab, values=values, error=error, results=results, query_image=query_image,
-        liked=liked_look_ids(request.user),
+        liked=liked_look_ids(request.user), recognised=recognised,
     )
     return render(request, "recommender/search.html", context, status=status)
 

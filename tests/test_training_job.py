@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from ml.training.trainer import TrainConfig
+from ml.training import TrainConfig
 from ml.images import load_rgb
-from ml.retrieval.scoring import ScoringSettings, ranked_indices, score_matrix
+from ml.retrieval.scoring import ScoringSettings, item_query_scores, ranked_indices, ranked_looks, score_matrix
 from recommender.models import Descriptor, Item, LookItem, Snapshot, TrainingJob
 from recommender.services import search, training, versions
 from recommender.services.training import refresh_training_job
@@ -81,6 +81,94 @@ def test_platform_search_scores_as_the_evaluation_does(catalogue, active_version
     plain = ScoringSettings.from_dict({**card["postprocessing"], "lt_weight": 0.0, "pop_weight": 0.0})
     direct = score_matrix(query[None], np.stack([search.descriptor_of("item", i.id) for i in items]), plain)[0]
     assert not np.allclose(direct[order], expected[order], atol=1e-3)
+
+
+def _search_looks_upload(path, data):
+    """search_looks as the views call it: the upload's decoded image and the SHA-256 of its bytes."""
+    import hashlib
+    import io
+
+    return search.search_looks(load_rgb(io.BytesIO(data), name=path.name), k=6, sha256=hashlib.sha256(data).hexdigest())
+
+
+def test_platform_item_to_looks_scores_as_the_evaluation_does(catalogue, active_version, sample_dir, tmp_path):
+    """search_looks ranks looks exactly as item_query_scores + ranked_looks over the whole catalogue (the
+    evaluation's item -> looks recipe), and an upload of a catalogue product borrows its expert links."""
+    import io
+
+    from PIL import Image
+
+    job = TrainingJob.objects.create()
+    version = training.train_catalogue_model(job, config=TINY)
+    card_path = Path(version.spec) / "card.json"
+    card = json.loads(card_path.read_text())
+    card["postprocessing"].update(item_link_qe=1.0, item_transfer_weight=0.0, look_pooling=1.0,
+                                  qe=False, dba=False, csls_k=0)
+    card["recognition"] = {"near_duplicate_cosine": 0.999999}
+    card_path.write_text(json.dumps(card))
+    wait_until(lambda: refresh_training_job(TrainingJob.objects.get(pk=job.pk)).state == TrainingJob.State.DONE,
+               timeout=300, message="the trained model is served")
+    settings = ScoringSettings.from_dict(card["postprocessing"])
+    snapshots = list(Snapshot.objects.order_by("id"))
+    snapshot_vectors = np.stack([search.descriptor_of("snapshot", s.id) for s in snapshots])
+    looks = [s.look_id for s in snapshots]
+
+    def expected(query, item=None):
+        links = None
+        if item is not None:  # the catalogue's links of the product: which snapshots' looks link it
+            links = np.array([[float(LookItem.objects.filter(look_id=s.look_id, item=item).exists())]
+                              for s in snapshots], np.float32)
+        scores = item_query_scores(query[None], snapshot_vectors, looks, settings,
+                                   known_snapshot_vecs=snapshot_vectors if item is not None else None,
+                                   query_links=links)[0]
+        ranked = ranked_looks(scores[None], looks)[0][:6]
+        return [look for look, _ in ranked], [float(scores[j]) for _, j in ranked]
+
+    # a catalogue product, the same bytes: recognised; its links expand the query
+    import hashlib
+
+    data = (sample_dir / "149_1_reco.jpg").read_bytes()
+    product = Item.objects.get(sha256=hashlib.sha256(data).hexdigest())
+    found = _search_looks_upload(sample_dir / "149_1_reco.jpg", data)
+    assert found.recognised is not None and found.recognised.item == product and found.recognised.match == "identical"
+    query = search.embed_query(load_rgb(io.BytesIO(data)))
+    want_looks, want_scores = expected(query, product)
+    assert [r.look.id for r in found.results] == want_looks
+    np.testing.assert_allclose([r.score for r in found.results], want_scores, atol=1e-5)
+    linked = set(LookItem.objects.filter(item=product).values_list("look_id", flat=True))
+    assert found.results[0].look.id in linked, "the product's own look comes first"
+    plain_looks, _ = expected(query)
+    assert plain_looks != want_looks or not np.allclose(want_scores, expected(query)[1]), "the links change scores"
+
+    # a re-encoded copy: not the same bytes; a near-duplicate only when its cosine reaches the card's threshold
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").resize((180, 240)).save(buffer, format="JPEG", quality=70)
+    copy = buffer.getvalue()
+    copy_query = search.embed_query(load_rgb(io.BytesIO(copy)))
+    cosine = float(copy_query @ search.descriptor_of("item", product.id))
+    assert _search_looks_upload(tmp_path / "copy.jpg", copy).recognised is None  # threshold 0.999999
+    card["recognition"] = {"near_duplicate_cosine": cosine - 1e-4}
+    card_path.write_text(json.dumps(card))
+    from recommender import embedders
+
+    embedders._embedders.clear()  # the card is read when the model is loaded
+    found = _search_looks_upload(tmp_path / "copy.jpg", copy)
+    assert found.recognised is not None and found.recognised.item == product
+    assert found.recognised.match == "near-duplicate" and found.recognised.similarity == pytest.approx(cosine, abs=1e-4)
+    assert [r.look.id for r in found.results] == expected(copy_query, product)[0]
+
+    # a photo of a product the catalogue does not hold: plain cosine over every snapshot, pooled by look
+    card["recognition"] = {"near_duplicate_cosine": 0.0}  # identical bytes only
+    card_path.write_text(json.dumps(card))
+    embedders._embedders.clear()
+    other = next(p for p in sorted(sample_dir.glob("7_*_reco.jpg"))
+                 if not Item.objects.filter(sha256=hashlib.sha256(p.read_bytes()).hexdigest()).exists())
+    found = _search_looks_upload(other, other.read_bytes())
+    assert found.recognised is None
+    other_query = search.embed_query(load_rgb(other))
+    want_looks, want_scores = expected(other_query)
+    assert [r.look.id for r in found.results] == want_looks
+    np.testing.assert_allclose([r.score for r in found.results], want_scores, atol=1e-5)
 
 
 def test_no_training_without_a_catalogue(transactional_db, active_version):

@@ -12,6 +12,14 @@ Directions (the ``direction`` field of the rankings file):
   relevant sets keep only items that no known look links; queries left with no
   relevant item are dropped.
 
+Scored from the ``item_to_snapshots`` lists, with no ranking of their own (:data:`DERIVED_DIRECTIONS`):
+
+- ``item_to_looks`` (protocol A, what the product shows): the item -> snapshots list collapsed
+  to looks (a look takes the rank of its first photo; its later photos are skipped); gallery:
+  the test looks, named by their id (``"23"``); relevant: the test looks linking the item.
+- ``unseen_item_to_snapshots`` / ``unseen_item_to_looks`` (protocol B): the same two, for the
+  item queries whose item no known look links (a new product).
+
 Known looks are the looks of the data set that are not test looks.  Items are named by
 their representative file name (:meth:`LookDataset.item_name`).  Orders are
 deterministic: snapshots by look id then k; items in the data set's order of first
@@ -36,13 +44,21 @@ __all__ = [
     "SNAPSHOT_TO_ITEMS",
     "ITEM_TO_SNAPSHOTS",
     "SNAPSHOT_TO_UNSEEN_ITEMS",
+    "ITEM_TO_LOOKS",
+    "UNSEEN_ITEM_TO_SNAPSHOTS",
+    "UNSEEN_ITEM_TO_LOOKS",
     "DIRECTIONS",
+    "DERIVED_DIRECTIONS",
+    "SCORED_DIRECTIONS",
     "ITEM_GALLERY_DIRECTIONS",
     "METRIC_NAMES",
     "MAX_RANKED",
     "Query",
     "Task",
     "build_tasks",
+    "build_derived_tasks",
+    "derived_ranking",
+    "score_tasks",
     "Ranker",
     "CosineRanker",
     "EvaluationResult",
@@ -56,8 +72,20 @@ __all__ = [
 SNAPSHOT_TO_ITEMS = "snapshot_to_items"
 ITEM_TO_SNAPSHOTS = "item_to_snapshots"
 SNAPSHOT_TO_UNSEEN_ITEMS = "snapshot_to_unseen_items"
-#: All directions, in the order tasks and reports list them.
+ITEM_TO_LOOKS = "item_to_looks"
+UNSEEN_ITEM_TO_SNAPSHOTS = "unseen_item_to_snapshots"
+UNSEEN_ITEM_TO_LOOKS = "unseen_item_to_looks"
+#: The ranked directions (what a ranker ranks and the rankings file holds), in task order.
 DIRECTIONS = (SNAPSHOT_TO_ITEMS, ITEM_TO_SNAPSHOTS, SNAPSHOT_TO_UNSEEN_ITEMS)
+#: Directions scored from another direction's lists: derived direction -> (source direction, collapse to looks).
+DERIVED_DIRECTIONS = {
+    ITEM_TO_LOOKS: (ITEM_TO_SNAPSHOTS, True),
+    UNSEEN_ITEM_TO_SNAPSHOTS: (ITEM_TO_SNAPSHOTS, False),
+    UNSEEN_ITEM_TO_LOOKS: (ITEM_TO_SNAPSHOTS, True),
+}
+#: Every direction that gets metrics, in the order reports list them (snapshot queries, then item queries).
+SCORED_DIRECTIONS = (SNAPSHOT_TO_ITEMS, SNAPSHOT_TO_UNSEEN_ITEMS, ITEM_TO_SNAPSHOTS, ITEM_TO_LOOKS,
+                     UNSEEN_ITEM_TO_SNAPSHOTS, UNSEEN_ITEM_TO_LOOKS)
 #: Directions whose gallery holds items (ranked entries may name any file of an item).
 ITEM_GALLERY_DIRECTIONS = frozenset({SNAPSHOT_TO_ITEMS, SNAPSHOT_TO_UNSEEN_ITEMS})
 METRIC_NAMES = ("mAP@100", "hit@6", "recall@6")
@@ -132,6 +160,48 @@ def build_tasks(dataset: LookDataset, test_look_ids: Iterable[int]) -> list[Task
     return [s2i, i2s, b]
 
 
+def look_name(look_id: int) -> str:
+    """How a look is named in look-level lists: its id as text."""
+    return str(look_id)
+
+
+def build_derived_tasks(dataset: LookDataset, test_look_ids: Iterable[int], tasks: Sequence[Task] | None = None
+                        ) -> list[Task]:
+    """The tasks of :data:`DERIVED_DIRECTIONS` (in that order), built from the ranked tasks of this split.
+
+    ``item_to_looks``: the item -> snapshots queries, relevant = the test looks that link the item, gallery =
+    the test looks (:func:`look_name`, by id).  The unseen variants keep the queries whose item no known look
+    links (an item is named by its representative file, as in ``item_to_snapshots``)."""
+    test = check_test_looks(dataset, test_look_ids)
+    tasks = {t.direction: t for t in (tasks if tasks is not None else build_tasks(dataset, test))}
+    i2s = tasks[ITEM_TO_SNAPSHOTS]
+    look_of = {name: look.id for look in dataset.looks.values() for name in look.snapshots}
+    known_items = {dataset.item_name(key) for look in dataset.looks.values() if look.id not in test
+                   for key in look.items}
+    to_looks = [Query(q.name, frozenset(look_name(look_of[s]) for s in q.relevant)) for q in i2s.queries]
+    looks_gallery = [look_name(i) for i in dataset.looks if i in test]
+    unseen = [i for i, q in enumerate(i2s.queries) if q.name not in known_items]
+    return [
+        Task(ITEM_TO_LOOKS, to_looks, looks_gallery),
+        Task(UNSEEN_ITEM_TO_SNAPSHOTS, [i2s.queries[i] for i in unseen], list(i2s.gallery)),
+        Task(UNSEEN_ITEM_TO_LOOKS, [to_looks[i] for i in unseen], looks_gallery),
+    ]
+
+
+def derived_ranking(dataset: LookDataset, ranked_snapshots: Iterable[str]) -> list[str]:
+    """A snapshot list collapsed to looks: each look at the rank of its first photo, later photos skipped;
+    entries that are no snapshot of the data set are skipped."""
+    look_of = {name: look.id for look in dataset.looks.values() for name in look.snapshots}
+    out: list[str] = []
+    seen: set[int] = set()
+    for name in ranked_snapshots:
+        look = look_of.get(name)
+        if look is not None and look not in seen:
+            seen.add(look)
+            out.append(look_name(look))
+    return out
+
+
 # ------------------------------------------------------------------------- rankers
 class Ranker:
     """Scores a task: one ranked list of gallery names per query (in ``task.queries``
@@ -177,7 +247,8 @@ class CosineRanker(Ranker):
 # ---------------------------------------------------------------------- evaluation
 @dataclass
 class EvaluationResult:
-    #: {direction: {"mAP@100": float, "hit@6": float, "recall@6": float, "queries": int}}
+    #: {direction: {"mAP@100": float, "hit@6": float, "recall@6": float, "queries": int}}, for every
+    #: direction of SCORED_DIRECTIONS
     #: (metric values are None for a direction with no query)
     metrics: dict[str, dict[str, float | int | None]]
     #: [{"query", "direction", "ranked"}], the rankings-file records that were scored
@@ -216,13 +287,31 @@ def score_task(task: Task, ranked_lists: Sequence[Sequence[str]]) -> dict[str, f
     return {"mAP@100": ap / n, "hit@6": hit / n, "recall@6": rec / n, "queries": n}
 
 
+def score_tasks(dataset: LookDataset, test_look_ids: Iterable[int], tasks: Sequence[Task],
+                ranked: Mapping[str, Sequence[Sequence[str]]]) -> dict[str, dict]:
+    """Metrics of every direction of :data:`SCORED_DIRECTIONS` (in that order) from the cleaned lists of the
+    ranked tasks: ``ranked[direction][i]`` ranks ``task.queries[i]``.  The derived directions are scored from
+    their source direction's lists (item queries: the same list, collapsed to looks where they rank looks)."""
+    by_direction = {t.direction: t for t in tasks}
+    metrics = {t.direction: score_task(t, ranked[t.direction]) for t in tasks}
+    for task in build_derived_tasks(dataset, test_look_ids, tasks):
+        source, collapse = DERIVED_DIRECTIONS[task.direction]
+        lists = dict(zip((q.name for q in by_direction[source].queries), ranked[source]))
+        rows = [lists[q.name] for q in task.queries]
+        if collapse:
+            rows = [derived_ranking(dataset, r) for r in rows]
+        metrics[task.direction] = score_task(task, rows)
+    return {d: metrics[d] for d in SCORED_DIRECTIONS if d in metrics}
+
+
 def evaluate(
     dataset: LookDataset,
     test_look_ids: Iterable[int],
     ranker: Ranker,
     k: int = MAX_RANKED,
 ) -> EvaluationResult:
-    """Run ``ranker`` on the three tasks of this split and score it.
+    """Run ``ranker`` on the three ranked tasks of this split and score them, with the directions derived
+    from their lists (:func:`score_tasks`).
 
     ``k`` (1..100) is how many entries the ranker is asked for and the rankings file
     keeps; mAP is always cut at 100.  The recorded rankings are the cleaned lists that
@@ -232,7 +321,7 @@ def evaluate(
     if not 1 <= k <= MAX_RANKED:
         raise ValueError(f"k must be in 1..{MAX_RANKED}, got {k}")
     tasks = build_tasks(dataset, test_look_ids)
-    metrics: dict[str, dict] = {}
+    cleaned_by_direction: dict[str, list[list[str]]] = {}
     rankings: list[dict] = []
     for task in tasks:
         raw = ranker.rank(task, k)
@@ -245,9 +334,10 @@ def evaluate(
         cleaned = [
             clean_ranking(canonical_ranking(dataset, task.direction, r), gallery, k) for r in raw
         ]
-        metrics[task.direction] = score_task(task, cleaned)
+        cleaned_by_direction[task.direction] = cleaned
         rankings.extend(
             {"query": q.name, "direction": task.direction, "ranked": r}
             for q, r in zip(task.queries, cleaned)
         )
+    metrics = score_tasks(dataset, test_look_ids, tasks, cleaned_by_direction)
     return EvaluationResult(metrics=metrics, rankings=rankings, tasks=tasks)

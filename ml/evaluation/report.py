@@ -13,13 +13,13 @@ from pathlib import Path
 
 from .dataset import LookDataset
 from .protocols import (
-    DIRECTIONS,
     MAX_RANKED,
     METRIC_NAMES,
+    SCORED_DIRECTIONS,
     build_tasks,
     canonical_query,
     canonical_ranking,
-    score_task,
+    score_tasks,
 )
 
 __all__ = ["write_rankings", "read_rankings", "write_metrics_json", "format_table", "score_rankings_file"]
@@ -96,7 +96,7 @@ def format_table(results: Mapping[str, Mapping], baseline: str | None = "untrain
     if baseline is not None and baseline not in results:
         raise ValueError(f"baseline {baseline!r} is not among the results: {list(results)}")
     present = {d for m in results.values() for d in m}
-    directions = [d for d in DIRECTIONS if d in present] + sorted(present - set(DIRECTIONS))
+    directions = [d for d in SCORED_DIRECTIONS if d in present] + sorted(present - set(SCORED_DIRECTIONS))
     header = ["method"] + [f"{d} {m}" for d in directions for m in METRIC_NAMES]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     base_metrics = results[baseline] if baseline is not None else None
@@ -138,7 +138,7 @@ def score_rankings_file(
             raise ValueError(f"{path}: query {rec['query']} ({direction}) appears twice")
         by_key[key] = canonical_ranking(dataset, direction, rec["ranked"])
 
-    metrics: dict[str, dict] = {}
+    ranked: dict[str, list[list[str]]] = {}
     for task in tasks:
         keys = [(task.direction, q.name) for q in task.queries]
         missing = [name for (_, name) in keys if (task.direction, name) not in by_key]
@@ -147,8 +147,8 @@ def score_rankings_file(
                 f"{path}: {len(missing)} {task.direction} queries have no ranking, e.g. "
                 + ", ".join(missing[:5])
             )
-        metrics[task.direction] = score_task(task, [by_key.pop(k) for k in keys])
+        ranked[task.direction] = [by_key.pop(k) for k in keys]
     if by_key:
         extra = [f"{q} ({d})" for d, q in list(by_key)[:5]]
         raise ValueError(f"{path}: {len(by_key)} rankings for queries outside the split, e.g. " + ", ".join(extra))
-    return metrics
+    return score_tasks(dataset, test_look_ids, tasks, ranked)

@@ -19,8 +19,7 @@ import numpy as np
 from ml.evaluation.dataset import LookDataset
 from ml.evaluation.protocols import ITEM_GALLERY_DIRECTIONS, ITEM_TO_SNAPSHOTS, MAX_RANKED, Ranker, Task
 
-from .scoring import (ScoringSettings, link_query_expansion, normalise, pool_by_look, ranked_indices,
-                      score_matrix, snapshot_gallery_transfer)
+from .scoring import ScoringSettings, item_query_scores, normalise, ranked_indices, score_matrix
 
 __all__ = ["ScoringRanker"]
 
@@ -45,12 +44,6 @@ class ScoringRanker(Ranker):
                 self.item_popularity[item] = self.item_popularity.get(item, 0) + 1
             for snap in look.snapshots:
                 self._known_snapshot_items[snap] = linked
-        # known item name -> the other items its known looks link (co-occurrence), for lt_items
-        self._known_item_items: dict[str, set[str]] = {}
-        for look_id in self.known_look_ids:
-            linked = {dataset.item_name(key) for key in dataset.looks[look_id].items}
-            for item in linked:
-                self._known_item_items.setdefault(item, set()).update(linked - {item})
 
     def _matrix(self, names: Sequence[str]) -> np.ndarray:
         missing = [n for n in names if n not in self.vectors]
@@ -61,33 +54,18 @@ class ScoringRanker(Ranker):
         return normalise(np.stack([np.asarray(self.vectors[n], np.float32).ravel() for n in names]))
 
     def _known(self, exclude: set[str]) -> list[str]:
-        """Known entries for look transfer: known snapshots, plus (``settings.lt_items``) known
-        items whose links are their co-linked items; ``exclude`` names never become entries."""
-        out = [s for s in self._known_snapshot_items if s not in exclude and s in self.vectors]
-        if self.settings.lt_items:
-            out += [i for i, co in self._known_item_items.items()
-                    if co and i not in exclude and i in self.vectors]
-        return out
-
-    def _linked(self, name: str) -> set[str]:
-        got = self._known_snapshot_items.get(name)
-        return got if got is not None else self._known_item_items.get(name, set())
+        """Known snapshots for look transfer; ``exclude`` names never become entries."""
+        return [s for s in self._known_snapshot_items if s not in exclude and s in self.vectors]
 
     def _links(self, known: list[str], targets: Sequence[str]) -> np.ndarray:
         col = {name: j for j, name in enumerate(targets)}
         links = np.zeros((len(known), len(targets)), np.float32)
         for i, snap in enumerate(known):
-            for item in self._linked(snap):
+            for item in self._known_snapshot_items[snap]:
                 j = col.get(item)
                 if j is not None:
                     links[i, j] = 1.0
         return links
-
-    def _item_links(self, known: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(vectors of the items known looks link, ``(len(known), n)`` links of the known entries to
-        them): what :func:`ml.retrieval.scoring.soft_links` needs."""
-        items = sorted(i for i in self.item_popularity if i in self.vectors)
-        return self._matrix(items), self._links(known, items)
 
     def scores(self, task: Task) -> np.ndarray:
         """The ``(queries, gallery)`` score matrix of a task."""
@@ -102,20 +80,14 @@ class ScoringRanker(Ranker):
         if task.direction == ITEM_TO_SNAPSHOTS:
             ref = self._matrix(self._catalogue_items()) if s.csls_k > 0 else None
             links = self._links(known, qnames) if kvecs is not None else None
-            expanded = link_query_expansion(q, kvecs, links, s.item_link_qe)
-            scores = score_matrix(expanded, g, s, gallery_reference=ref)
-            if kvecs is not None:
-                ivecs, ilinks = self._item_links(known) if s.item_transfer_soft_power > 0 else (None, None)
-                scores = snapshot_gallery_transfer(q, g, scores, s, known_snapshot_vecs=kvecs, known_links=links,
-                                                   known_item_vecs=ivecs, known_item_links=ilinks)
-            return pool_by_look(scores, [self._look_of_snapshot[name] for name in task.gallery], s.look_pooling)
+            return item_query_scores(q, g, [self._look_of_snapshot[name] for name in task.gallery], s,
+                                     known_snapshot_vecs=kvecs, query_links=links, gallery_reference=ref)
         pop = np.array([self.item_popularity.get(n, 0) for n in task.gallery], np.float32)
         if kvecs is None:
             return score_matrix(q, g, s, item_popularity=pop)
-        ivecs, ilinks = self._item_links(known) if s.lt_soft_power > 0 else (None, None)
         return score_matrix(q, g, s, known_snapshot_vecs=kvecs,
                             known_links=self._links(known, task.gallery), item_popularity=pop,
-                            gallery_reference=kvecs, known_item_vecs=ivecs, known_item_links=ilinks)
+                            gallery_reference=kvecs)
 
     def _catalogue_items(self) -> list[str]:
         """Every item of the data set (the indexed catalogue): the hubness reference of snapshots."""

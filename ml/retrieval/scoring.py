@@ -31,11 +31,12 @@ it belong to looks that link that item (weight ``item_transfer_weight``), and
 wear it (weight ``item_link_qe``); :func:`pool_by_look` lets the photos of one look
 share their best score (weight ``look_pooling``).
 
-    expanded = link_query_expansion(item_vecs, S, L_items, settings.item_link_qe)
-    scores = score_matrix(expanded, snapshot_vecs, settings)           # direct (+QE/DBA)
-    scores = snapshot_gallery_transfer(item_vecs, snapshot_vecs, scores, settings,
-                                       known_snapshot_vecs=S, known_links=L_items)
-    scores = pool_by_look(scores, look_of_each_gallery_snapshot, settings.look_pooling)
+All of it is one function, :func:`item_query_scores`, which the evaluation ranker and the platform's item ->
+looks search both call (the platform with pgvector candidates as the gallery):
+
+    scores = item_query_scores(item_vecs, snapshot_vecs, look_of_each_gallery_snapshot, settings,
+                               known_snapshot_vecs=S, query_links=L_items)
+    looks = ranked_looks(scores, look_of_each_gallery_snapshot)   # [(look, best photo), ...] per query
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ import numpy as np
 from .postprocess import alpha_query_expansion, database_side_augmentation, look_transfer_scores
 
 __all__ = ["ScoringSettings", "score_matrix", "popularity_prior", "hubness", "snapshot_gallery_transfer", "normalise",
-           "soft_links", "link_query_expansion", "pool_by_look", "ranked_indices"]
+           "link_query_expansion", "expanded_item_queries", "item_query_scores", "pool_by_look", "ranked_indices",
+           "ranked_looks"]
 
 
 def normalise(x) -> np.ndarray:
@@ -70,14 +72,11 @@ class ScoringSettings:
     lt_weight: float = 0.0      # look transfer weight (snapshot -> items); 0 = off
     lt_top_k: int = 10
     lt_reduce: str = "max"      # "max" or "weighted"
-    lt_items: bool = False      # known items join the known snapshots (their links: co-linked items)
     item_transfer_weight: float = 0.0  # symmetric transfer for item -> snapshots; 0 = off
     item_transfer_top_k: int = 10  # 0: all known snapshots
     csls_k: int = 0             # hubness correction: - csls_weight * mean top-k sim of each gallery
     csls_weight: float = 0.5    #   vector to the reference set (the query kind); 0 = off
     pop_weight: float = 0.0     # prior: + w * log(1 + known looks linking the item) / log(1 + max)
-    lt_soft_power: float = 0.0  # soft look transfer links (snapshot -> items); 0 = off, see soft_links
-    item_transfer_soft_power: float = 0.0  # soft links for the item -> snapshots transfer; 0 = off
     item_link_qe: float = 0.0   # item -> snapshots: + w * mean of the known snapshots wearing the item; 0 = off
     look_pooling: float = 0.0   # item -> snapshots: blend each snapshot's score with its look's best; 0 = off
     diversity: float = 0.0      # snapshot -> items: variety among the first results (MMR weight); 0 = off
@@ -118,31 +117,9 @@ def hubness(vectors, reference, top_k: int) -> np.ndarray:
     return sims.mean(axis=1).astype(np.float32)
 
 
-def soft_links(known_item_links, known_item_vecs, target_vecs, power: float) -> np.ndarray:
-    """Soft look-transfer links ``(S, G)``: how well a known snapshot's look matches each target item.
-
-    ``known_item_links`` ``(S, I)`` 0/1: known snapshot ``s``'s look links known item ``j``;
-    ``known_item_vecs`` ``(I, D)``, ``target_vecs`` ``(G, D)``.  ``A[s, g] = max_{j: L[s, j] = 1}
-    max(<j, g>, 0) ** power`` (0 for a snapshot with no linked item): a target item that is (a copy of)
-    a linked item gets 1, one that resembles a linked item gets less, so items no known look links
-    still receive transferred scores.  Larger ``power`` is sharper (``inf`` would be the hard links).
-    """
-    links = known_item_links.toarray() if hasattr(known_item_links, "toarray") else np.asarray(known_item_links)
-    n_s = links.shape[0]
-    out = np.zeros((n_s, len(target_vecs)), np.float32)
-    if n_s == 0 or len(target_vecs) == 0 or links.shape[1] == 0:
-        return out
-    sims = np.maximum(normalise(known_item_vecs) @ normalise(target_vecs).T, 0.0) ** float(power)
-    for i in range(n_s):
-        cols = np.flatnonzero(links[i])
-        if len(cols):
-            out[i] = sims[cols].max(axis=0)
-    return out
-
-
 def score_matrix(query_vecs, gallery_vecs, settings: ScoringSettings | None = None,
                  known_snapshot_vecs=None, known_links=None, item_popularity=None,
-                 gallery_reference=None, known_item_vecs=None, known_item_links=None) -> np.ndarray:
+                 gallery_reference=None) -> np.ndarray:
     """Scores ``(Q, G)`` of snapshot -> items (or any plain query -> gallery direction).
 
     Look transfer runs only when ``settings.lt_weight > 0`` and known snapshots
@@ -153,10 +130,7 @@ def score_matrix(query_vecs, gallery_vecs, settings: ScoringSettings | None = No
     (e.g. the known snapshots for an item gallery, the catalogue items for a snapshot
     gallery); with ``settings.csls_k > 0`` each gallery entry's direct score is lowered
     by ``csls_weight`` times its hubness (CSLS, Lample et al. 2018), so entries that are
-    close to everything stop crowding every list.  ``known_item_vecs`` ``(I, D)`` and
-    ``known_item_links`` ``(S, I)`` (known snapshot -> known items its look links): with
-    ``settings.lt_soft_power > 0`` look transfer uses :func:`soft_links` to the gallery instead of
-    ``known_links``.  Higher is better.
+    close to everything stop crowding every list.  Higher is better.
     """
     s = settings or ScoringSettings()
     q = normalise(query_vecs)
@@ -169,8 +143,6 @@ def score_matrix(query_vecs, gallery_vecs, settings: ScoringSettings | None = No
     if (s.lt_weight > 0 and known_snapshot_vecs is not None and known_links is not None
             and len(known_snapshot_vecs) > 0):
         links = known_links
-        if s.lt_soft_power > 0 and known_item_vecs is not None and known_item_links is not None:
-            links = soft_links(known_item_links, known_item_vecs, g, s.lt_soft_power)
         if links.shape != (len(known_snapshot_vecs), len(g)):
             raise ValueError(f"known_links shape {links.shape} != "
                              f"({len(known_snapshot_vecs)}, {len(g)})")
@@ -203,6 +175,59 @@ def link_query_expansion(query_item_vecs, known_snapshot_vecs, known_links, weig
     return normalise(q + float(weight) * mean)
 
 
+def expanded_item_queries(query_item_vecs, settings: ScoringSettings | None = None, known_snapshot_vecs=None,
+                          query_links=None) -> np.ndarray:
+    """Item queries after link query expansion with their own links (``query_links`` ``(S, Q)``), as
+    :func:`item_query_scores` scores them.  The platform fetches its candidates with these vectors."""
+    s = settings or ScoringSettings()
+    q = normalise(query_item_vecs)
+    if known_snapshot_vecs is None or len(known_snapshot_vecs) == 0 or len(q) == 0 or query_links is None:
+        return q
+    return link_query_expansion(q, normalise(known_snapshot_vecs), query_links, s.item_link_qe)
+
+
+def item_query_scores(query_item_vecs, gallery_snapshot_vecs, gallery_looks, settings: ScoringSettings | None = None,
+                      known_snapshot_vecs=None, query_links=None, gallery_reference=None) -> np.ndarray:
+    """Scores ``(Q, G)`` of item queries against snapshots: the one recipe of item -> snapshots / looks.
+
+    1. :func:`expanded_item_queries`: link query expansion with the query's own links (``query_links``
+       ``(S, Q)``: known snapshot ``s``'s look links query ``q``; an upload recognised as a catalogue product
+       has that product's);
+    2. cosine (+ QE/DBA/CSLS of :func:`score_matrix`), then :func:`snapshot_gallery_transfer`;
+    3. :func:`pool_by_look` over ``gallery_looks`` ``(G,)``.
+    ``known_snapshot_vecs`` ``(S, D)``: snapshots of known looks, never the gallery's own test photos.
+    """
+    s = settings or ScoringSettings()
+    q = normalise(query_item_vecs)
+    g = normalise(gallery_snapshot_vecs)
+    if len(q) == 0 or len(g) == 0:
+        return np.zeros((len(q), len(g)), np.float32)
+    expanded = expanded_item_queries(q, s, known_snapshot_vecs, query_links)
+    scores = score_matrix(expanded, g, s, gallery_reference=gallery_reference)
+    if known_snapshot_vecs is not None and len(known_snapshot_vecs) > 0 and query_links is not None:
+        scores = snapshot_gallery_transfer(q, g, scores, s, known_snapshot_vecs=normalise(known_snapshot_vecs),
+                                           known_links=query_links)
+    return pool_by_look(scores, gallery_looks, s.look_pooling)
+
+
+def ranked_looks(scores, gallery_looks) -> list[list[tuple[object, int]]]:
+    """Per query, the looks by their best-scored photo: ``[(look, index of that photo), ...]``, best first.
+
+    The same order as collapsing the photo ranking to looks (a look at the rank of its first photo), which
+    is how the evaluation scores item -> looks (ties keep gallery order)."""
+    scores = np.asarray(scores, dtype=np.float32)
+    looks = list(gallery_looks)
+    out = []
+    for row in np.argsort(-scores, axis=1, kind="stable"):
+        seen, ranked = set(), []
+        for j in row.tolist():
+            if looks[j] not in seen:
+                seen.add(looks[j])
+                ranked.append((looks[j], j))
+        out.append(ranked)
+    return out
+
+
 def pool_by_look(scores, gallery_looks, weight: float) -> np.ndarray:
     """Gallery snapshots of one look share their best score.
 
@@ -226,8 +251,7 @@ def pool_by_look(scores, gallery_looks, weight: float) -> np.ndarray:
 
 
 def snapshot_gallery_transfer(query_item_vecs, gallery_snapshot_vecs, direct_scores, settings,
-                              known_snapshot_vecs=None, known_links=None, known_item_vecs=None,
-                              known_item_links=None) -> np.ndarray:
+                              known_snapshot_vecs=None, known_links=None) -> np.ndarray:
     """Item -> snapshots with the mirror image of look transfer.
 
     A gallery snapshot ``s`` scores for query item ``q`` as high as the most similar
@@ -236,9 +260,6 @@ def snapshot_gallery_transfer(query_item_vecs, gallery_snapshot_vecs, direct_sco
     transpose of :func:`look_transfer_scores` with the gallery snapshots as queries
     and the query items as its gallery.  ``known_links`` ``(S_known, Q)``.
     Blended as ``(1 - w) * direct + w * T`` with ``w = settings.item_transfer_weight``.
-    With ``settings.item_transfer_soft_power > 0`` and ``known_item_vecs`` / ``known_item_links``
-    ``(S_known, I)`` given, ``L`` is replaced by :func:`soft_links` to the query items: a known
-    snapshot counts for ``q`` as much as its look's best-matching item resembles ``q``.
     """
     s = settings or ScoringSettings()
     direct = np.asarray(direct_scores, dtype=np.float32)
@@ -246,10 +267,7 @@ def snapshot_gallery_transfer(query_item_vecs, gallery_snapshot_vecs, direct_sco
             or len(known_snapshot_vecs) == 0 or direct.size == 0):
         return direct
     gs = normalise(gallery_snapshot_vecs)
-    links = known_links
-    if s.item_transfer_soft_power > 0 and known_item_vecs is not None and known_item_links is not None:
-        links = soft_links(known_item_links, known_item_vecs, query_item_vecs, s.item_transfer_soft_power)
-    blended_t = look_transfer_scores(gs, normalise(known_snapshot_vecs), links, direct.T,
+    blended_t = look_transfer_scores(gs, normalise(known_snapshot_vecs), known_links, direct.T,
                                      weight=s.item_transfer_weight, top_k=s.item_transfer_top_k or None,
                                      reduce=s.lt_reduce)
     return np.ascontiguousarray(blended_t.T, dtype=np.float32)

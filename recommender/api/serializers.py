@@ -95,8 +95,19 @@ class ItemResultsSerializer(serializers.Serializer):
     results = ItemResultSerializer(many=True)
 
 
+class RecognisedItemSerializer(serializers.Serializer):
+    item_id = serializers.IntegerField()
+    image_url = serializers.CharField()
+    match = serializers.ChoiceField(choices=["identical", "near-duplicate"])
+    similarity = serializers.FloatField()
+
+
 class LookResultsSerializer(serializers.Serializer):
     results = LookResultSerializer(many=True)
+    recognised_item = RecognisedItemSerializer(
+        allow_null=True,
+        help_text="The catalogue product the upload was recognised as (its expert links then guide the search), "
+                  "or null.")
 
 
 class ReembedSerializer(serializers.Serializer):

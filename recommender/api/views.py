@@ -122,8 +122,10 @@ class LookSearchView(_SearchView):
         serializer.is_valid(raise_exception=True)
         upload = checked_image(serializer)
         data = serializer.validated_data
-        results = search_looks(upload.image, k=data.get("k", 6), style=data.get("style") or None)
-        return Response({"results": [r.as_dict(lambda field: absolute_url(request, field)) for r in results]})
+        found = search_looks(upload.image, k=data.get("k", 6), style=data.get("style") or None, sha256=upload.sha256)
+        url = lambda field: absolute_url(request, field)  # noqa: E731
+        return Response({"results": [r.as_dict(url) for r in found.results],
+                         "recognised_item": found.recognised.as_dict(url) if found.recognised else None})
 
 
 class ReembedView(APIView):

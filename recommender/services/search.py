@@ -188,10 +188,10 @@ def embed_query(image) -> np.ndarray:
 def scoring_settings(version: ModelVersion):
     """The post-processing a version was chosen with (its model card); plain cosine for untrained backbones."""
     from ml.retrieval.scoring import ScoringSettings
-    from recommender.embedders import get_embedder
+    from recommender.embedders import model_card
 
-    card = getattr(get_embedder(version), "card", None) or {}
-    return ScoringSettings.from_dict(card.get("postprocessing"))
+    card = model_card(version)
+    return card.postprocessing if card is not None else ScoringSettings()
 
 
 def candidate_count(k: int) -> int:
@@ -262,21 +262,90 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     return [ItemResult(item=items[candidates[i]], score=float(scores[i])) for i in best]
 
 
-def search_looks(image, k: int = 6, style: str | None = None) -> list[LookResult]:
-    """Item -> looks: the k looks (each through its closest snapshot) that suit the item, optionally of a style."""
+@dataclass(frozen=True)
+class Recognition:
+    """An upload recognised as a catalogue product: it borrows that product's expert links."""
+
+    item: "Item"
+    match: str  # "identical" (the same bytes, SHA-256) or "near-duplicate" (cosine at the card's threshold)
+    similarity: float
+
+    def as_dict(self, url) -> dict:
+        return {"item_id": self.item.id, "image_url": url(self.item.image), "match": self.match,
+                "similarity": self.similarity}
+
+
+@dataclass(frozen=True)
+class LookSearch:
+    results: list  # [LookResult], best first
+    recognised: Recognition | None = None  # the catalogue product the upload is, if it is one
+
+
+def recognise_item(query, sha256: str | None, version: ModelVersion) -> Recognition | None:
+    """The catalogue item an upload is: the same bytes, else its nearest item when that is a near-duplicate
+    (cosine at least the card's `recognition.near_duplicate_cosine`, ml.retrieval.recognition)."""
+    from ml.retrieval.recognition import RecognitionSettings, near_duplicate
+    from recommender.embedders import model_card
+
+    if sha256:
+        item = Item.objects.filter(sha256=sha256).first()
+        if item is not None:
+            return Recognition(item=item, match="identical", similarity=1.0)
+    card = model_card(version)
+    # the threshold is measured per trained model; an untrained backbone recognises identical bytes only
+    settings = card.recognition if card is not None else RecognitionSettings(near_duplicate_cosine=0.0)
+    if settings.near_duplicate_cosine <= 0:
+        return None
+    nearest_item = nearest(query, "item", k=1, version=version)
+    if not nearest_item:
+        return None
+    found = near_duplicate(query, _vectors("item", [nearest_item[0].id], version), settings)
+    if found is None:
+        return None
+    return Recognition(item=Item.objects.get(pk=nearest_item[0].id), match="near-duplicate", similarity=found[1])
+
+
+def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None = None) -> LookSearch:
+    """Item -> looks: the k looks (each through its best snapshot) that suit the item, optionally of a style.
+
+    Scored by ml.retrieval.scoring.item_query_scores and ordered by ranked_looks, the functions evaluate_cgd
+    measures for item -> looks, with the version's post-processing. An upload recognised as a catalogue product
+    (`sha256` of its bytes, or a near-duplicate) is that product: the street photos of the looks linking it
+    expand the query (link query expansion), as they do for the evaluation's item queries. pgvector finds the
+    candidates: the snapshots nearest the expanded query (the style filter in its WHERE clause), more until k
+    looks are found. Item transfer's neighbourhoods are the product's own street photos here (the evaluation
+    takes them among all known snapshots; the default recipe has item transfer off).
+    """
+    from ml.retrieval.scoring import expanded_item_queries, item_query_scores, ranked_looks
+
+    version = active_version()
+    settings = scoring_settings(version)
+    query = embed_query(image)
+    recognised = recognise_item(query, sha256, version)
+    known_ids: list[int] = []
+    known_vectors = query_links = None
+    if recognised is not None:
+        known_ids = list(Snapshot.objects.filter(
+            look__items=recognised.item, descriptors__model_version=version,
+            descriptors__status=Descriptor.Status.READY,
+        ).order_by("id").values_list("id", flat=True).distinct())
+        if known_ids:
+            known_vectors = _vectors("snapshot", known_ids, version)
+            query_links = np.ones((len(known_ids), 1), np.float32)
+    expanded = expanded_item_queries(query[None], settings, known_vectors, query_links)[0]
     filters = {"snapshot__look__style__name": style} if style else {}
-    vector = embed_query(image)
-    results, seen = [], set()
-    fetch = k * 3
+    fetch = max(100, 10 * k)
     while True:
-        matches = nearest(vector, "snapshot", k=fetch, **filters)
-        snapshots = Snapshot.objects.select_related("look", "look__style").in_bulk([m.id for m in matches])
-        results, seen = [], set()
-        for match in matches:
-            snapshot = snapshots[match.id]
-            if snapshot.look_id not in seen:
-                seen.add(snapshot.look_id)
-                results.append(LookResult(look=snapshot.look, snapshot=snapshot, score=match.score))
-        if len(results) >= k or len(matches) < fetch:
-            return results[:k]
+        candidates = [m.id for m in nearest(expanded, "snapshot", k=fetch, version=version, **filters)]
+        if not candidates:
+            return LookSearch(results=[], recognised=recognised)
+        snapshots = Snapshot.objects.select_related("look", "look__style").in_bulk(candidates)
+        looks = [snapshots[i].look_id for i in candidates]
+        scores = item_query_scores(query[None], _vectors("snapshot", candidates, version), looks, settings,
+                                   known_snapshot_vecs=known_vectors, query_links=query_links)[0]
+        ranked = ranked_looks(scores[None], looks)[0]
+        if len(ranked) >= k or len(candidates) < fetch:
+            results = [LookResult(look=snapshots[candidates[j]].look, snapshot=snapshots[candidates[j]],
+                                  score=float(scores[j])) for _, j in ranked[:k]]
+            return LookSearch(results=results, recognised=recognised)
         fetch *= 2

@@ -1,7 +1,7 @@
 """Training a CGD model on the platform's own catalogue (the first start's background job).
 
 The catalogue is exported as a folder of links in the original layout, so the training is exactly
-`manage.py train_cgd` (ml.training.trainer.train_with_selection) on what the platform holds; the trained model
+`manage.py train_cgd` (ml.training.train_with_selection) on what the platform holds; the trained model
 is then registered and the whole database re-embedded with it (recommender.services.reembedding), and until
 that finishes the platform keeps serving the version it had.
 """
@@ -46,7 +46,7 @@ def export_catalogue(target: Path) -> Path:
 def train_catalogue_model(job: TrainingJob, config=None) -> ModelVersion:
     """Trains on the catalogue, registers the model and starts re-embedding with it. Updates `job` throughout."""
     from ml.evaluation.dataset import LookDataset
-    from ml.training.trainer import TrainConfig, train_with_selection
+    from ml.training import TrainConfig, train_with_selection
 
     def log(line: str):
         TrainingJob.objects.filter(pk=job.pk).update(message=str(line)[:2000])
@@ -63,9 +63,9 @@ def train_catalogue_model(job: TrainingJob, config=None) -> ModelVersion:
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    version = register_version(model_dir.name, str(model_dir), int(card["descriptor_dim"]))
+    version = register_version(model_dir.name, str(model_dir), card.descriptor_dim)
     job.model_version, job.state = version, TrainingJob.State.REEMBEDDING
-    job.message = f"trained ({card.get('epochs_trained')} epochs); re-embedding the database"
+    job.message = f"trained ({card.epochs_trained} epochs); re-embedding the database"
     job.save(update_fields=["model_version", "state", "message"])
     start_reembedding(version)
     return version

@@ -65,6 +65,28 @@ def test_item_to_looks(catalogue, sample_dir):
         assert result["style"] == look.style.name
         assert any(result["snapshot_url"].endswith(s.image.url) for s in look.snapshots.all())
     assert len(post_image("/api/search/looks/", item_file, k=2).json()["results"]) == 2
+    # the upload is a catalogue product (the same bytes): the answer says which
+    import hashlib
+
+    product = Item.objects.get(sha256=hashlib.sha256(item_file.read_bytes()).hexdigest())
+    recognised = response.json()["recognised_item"]
+    assert recognised["item_id"] == product.id and recognised["match"] == "identical"
+    assert recognised["image_url"].endswith(product.image.url)
+
+
+def test_item_to_looks_page_says_when_the_upload_is_a_catalogue_product(catalogue, sample_dir, client):
+    import hashlib
+
+    path = sample_dir / "6_2_reco.jpg"
+    page = client.post("/search/looks/", {"image": upload(path.name, path.read_bytes())})
+    assert page.status_code == 200
+    assert "Recognised as an item of the catalogue" in page.content.decode()
+    other = sample_dir / "1_0_reco.jpg"  # look 1 is not in this catalogue
+    assert not Item.objects.filter(sha256=hashlib.sha256(other.read_bytes()).hexdigest()).exists()
+    page = client.post("/search/looks/", {"image": upload(other.name, other.read_bytes())})
+    assert page.status_code == 200 and "Recognised as an item" not in page.content.decode()
+    answer = client.post("/search/looks/?format=json", {"image": upload(other.name, other.read_bytes())}).json()
+    assert answer["recognised_item"] is None and len(answer["results"]) == 6
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -23,11 +23,14 @@ from ml.evaluation.dataset import LookDataset, read_look_ids
 from ml.evaluation.metrics import average_precision_at_k, clean_ranking, hit_at_k, recall_at_k
 from ml.evaluation.protocols import (
     DIRECTIONS,
+    SCORED_DIRECTIONS,
     CosineRanker,
     Query,
     Ranker,
     Task,
+    build_derived_tasks,
     build_tasks,
+    derived_ranking,
     evaluate,
 )
 from ml.evaluation.report import (
@@ -360,6 +363,47 @@ def test_evaluate_with_plugged_ranker_hand_checked(tiny_folder):
     assert len(res.rankings) == 4 + 5 + 3
 
 
+def test_item_to_looks_and_unseen_items_scored_from_the_item_to_snapshots_lists(tiny_folder, tmp_path):
+    ds = LookDataset.from_folder(tiny_folder)
+    A, B, C, D, F = (REP[p] for p in "ABCDF")
+    derived = {t.direction: t for t in build_derived_tasks(ds, TEST_LOOKS)}
+    assert derived["item_to_looks"].gallery == ["2", "3", "10", "20"]
+    assert derived["item_to_looks"].queries == [
+        Query(A, frozenset({"20"})), Query(B, frozenset({"2"})), Query(C, frozenset({"2", "10"})),
+        Query(F, frozenset({"2"})), Query(D, frozenset({"10"}))]
+    # known looks 1 and 4 link A, B, D, E: the unseen item queries are C and F
+    assert [q.name for q in derived["unseen_item_to_snapshots"].queries] == [C, F]
+    assert [q.name for q in derived["unseen_item_to_looks"].queries] == [C, F]
+    # a look takes the rank of its first photo; its later photos, and names of no snapshot, are skipped
+    assert derived_ranking(ds, ["2_1_part.jpg", "x.jpg", "10_0_part.png", "2_0_part.jpg", "3_0_part.jpg"]) == [
+        "2", "10", "3"]
+
+    ranker = FixedRanker({
+        ("item_to_snapshots", C): ["3_0_part.jpg", "2_0_part.jpg", "2_1_part.jpg", "10_0_part.png", "20_0_part.jpg"],
+        ("item_to_snapshots", F): ["20_0_part.jpg", "3_0_part.jpg", "10_0_part.png", "2_1_part.jpg", "2_0_part.jpg"],
+    })
+    res = evaluate(ds, TEST_LOOKS, ranker)
+    assert list(res.metrics) == list(SCORED_DIRECTIONS)
+    assert {r["direction"] for r in res.rankings} == set(DIRECTIONS), "derived directions have no lines"
+    # photo level: C relevant at ranks 2, 3, 4: (1/2 + 2/3 + 3/4) / 3; F at 4, 5: (1/4 + 2/5) / 2
+    unseen_photos = res.metrics["unseen_item_to_snapshots"]
+    assert unseen_photos["queries"] == 2
+    assert unseen_photos["mAP@100"] == pytest.approx(((1 / 2 + 2 / 3 + 3 / 4) / 3 + (1 / 4 + 2 / 5) / 2) / 2)
+    # look level: C -> looks 3, 2, 10, 20 (relevant at 2, 3): (1/2 + 2/3) / 2; F -> 20, 3, 10, 2: 1/4
+    unseen_looks = res.metrics["unseen_item_to_looks"]
+    assert unseen_looks["mAP@100"] == pytest.approx(((1 / 2 + 2 / 3) / 2 + 1 / 4) / 2)
+    assert unseen_looks["hit@6"] == 1.0 and unseen_looks["recall@6"] == 1.0
+    # the other items keep gallery order, 2_0 2_1 3_0 10_0 20_0 -> looks 2, 3, 10, 20:
+    # A {20}: 1/4, B {2}: 1, D {10}: 1/3
+    looks = res.metrics["item_to_looks"]
+    assert looks["queries"] == 5
+    assert looks["mAP@100"] == pytest.approx((1 / 4 + 1 + (1 / 2 + 2 / 3) / 2 + 1 / 4 + 1 / 3) / 5)
+    # the rankings file gives the same figures
+    path = tmp_path / "rankings.jsonl"
+    write_rankings(path, res.rankings)
+    assert score_rankings_file(path, ds, TEST_LOOKS) == res.metrics
+
+
 def test_evaluate_rejects_short_ranker_output(tiny_folder):
     ds = LookDataset.from_folder(tiny_folder)
 
@@ -535,7 +579,7 @@ def test_dev_evaluate_round_trips_through_rankings_file(dev, tmp_path):
         v = rng.normal(size=16)
         vectors[n] = v / np.linalg.norm(v)
     res = evaluate(dev, val, CosineRanker(vectors))
-    assert set(res.metrics) == set(DIRECTIONS)
+    assert set(res.metrics) == set(SCORED_DIRECTIONS)
     assert all(len(r["ranked"]) <= 100 for r in res.rankings)
     path = tmp_path / "rankings.jsonl"
     write_rankings(path, res.rankings)
@@ -548,5 +592,5 @@ def test_dev_evaluate_round_trips_through_rankings_file(dev, tmp_path):
     assert any(s != r for s, r in zip(swapped, res.rankings))
     write_rankings(path, swapped)
     rescored = score_rankings_file(path, dev, val)
-    for d in DIRECTIONS:
+    for d in SCORED_DIRECTIONS:
         assert rescored[d] == pytest.approx(res.metrics[d])

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from ml.evaluation.dataset import Look, LookDataset
-from ml.evaluation.protocols import build_tasks, evaluate
+from ml.evaluation.protocols import SCORED_DIRECTIONS, build_tasks, evaluate
 from ml.retrieval.ranker import ScoringRanker
-from ml.retrieval.scoring import (ScoringSettings, link_query_expansion, pool_by_look, ranked_indices,
-                                  score_matrix, snapshot_gallery_transfer, soft_links)
+from ml.retrieval.scoring import (ScoringSettings, item_query_scores, link_query_expansion,
+                                  pool_by_look, ranked_indices, ranked_looks, score_matrix, snapshot_gallery_transfer)
 
 
 def unit(*rows):
@@ -214,7 +214,7 @@ def test_ranker_evaluate_runs_all_directions():
     ds, vecs = tiny_dataset()
     st = ScoringSettings(lt_weight=0.5, qe=True, qe_k=1, dba=True, dba_k=1, item_transfer_weight=0.5)
     res = evaluate(ds, {2, 3}, ScoringRanker(vecs, ds, known_look_ids=[1], settings=st))
-    assert set(res.metrics) == {"snapshot_to_items", "item_to_snapshots", "snapshot_to_unseen_items"}
+    assert set(res.metrics) == set(SCORED_DIRECTIONS)
     for m in res.metrics.values():
         assert m["queries"] > 0 and 0.0 <= m["mAP@100"] <= 1.0
     # plain settings == the protocol's cosine ranker
@@ -225,62 +225,31 @@ def test_ranker_evaluate_runs_all_directions():
     assert a == b
 
 
-def test_lt_items_transfers_co_linked_items():
-    """lt_items: a known item close to the query passes on the items its known looks link with it."""
-    looks = {1: Look(1, ["1_0_part.jpg"], ["A", "B"]), 2: Look(2, ["2_0_part.jpg"], ["C"])}
-    items = {"A": ["1_0_reco.jpg"], "B": ["1_1_reco.jpg"], "C": ["2_0_reco.jpg"]}
-    ds = LookDataset(root=".", looks=looks, items=items)
-    v = {"1_0_part.jpg": [0, 0, 1], "2_0_part.jpg": [1, 0, 0],
-         "1_0_reco.jpg": [0.9, 0.1, 0], "1_1_reco.jpg": [0, 1, 0], "2_0_reco.jpg": [0.5, 0.5, 0.1]}
-    v = {k: np.asarray(x, np.float32) / np.linalg.norm(x) for k, x in v.items()}
-    s2i = build_tasks(ds, {2})[0]
-    base = ScoringSettings(lt_weight=0.9, lt_top_k=5, lt_reduce="max")
-    # the query is far from known snapshot 1_0 but close to known item A, co-linked with B
-    off = ScoringRanker(v, ds, [1], base).scores(s2i)[0]
-    on = ScoringRanker(v, ds, [1], ScoringSettings(**{**base.to_dict(), "lt_items": True})).scores(s2i)[0]
-    b = s2i.gallery.index("1_1_reco.jpg")
-    assert on[b] > off[b] + 0.5
 
 
-def test_soft_links_by_hand():
-    known_items = unit([1, 0], [0, 1])                 # items j0, j1
-    links = np.array([[1, 0], [1, 1], [0, 0]], np.float32)  # snapshot 0: j0; 1: j0+j1; 2: none
-    targets = unit([1, 0], [0.6, 0.8], [-1, 0])        # cosines to j0: 1, 0.6, -1; to j1: 0, 0.8, 0
-    a = soft_links(links, known_items, targets, power=2.0)
-    np.testing.assert_allclose(a, [[1.0, 0.36, 0.0],
-                                   [1.0, 0.64, 0.0],
-                                   [0.0, 0.0, 0.0]], atol=1e-6)
+def test_item_query_scores_is_the_composition_and_ranked_looks_collapse():
+    q = unit([1, 0, 0], [0, 1, 0])
+    gallery = unit([1, 0.1, 0], [0.2, 1, 0], [0.5, 0.5, 0.1], [0, 0, 1])
+    looks = ["a", "a", "b", "c"]
+    known = unit([0.9, 0, 0.1], [0, 0.2, 1])
+    links = np.array([[1, 0], [0, 1]], np.float32)        # known snapshot 0 wears query 0, 1 wears query 1
+    st = ScoringSettings(item_link_qe=1.0, item_transfer_weight=0.3, item_transfer_top_k=1, look_pooling=1.0)
+    got = item_query_scores(q, gallery, looks, st, known_snapshot_vecs=known, query_links=links)
+    expanded = link_query_expansion(q, known, links, 1.0)
+    want = snapshot_gallery_transfer(q, gallery, score_matrix(expanded, gallery, st), st, known, links)
+    np.testing.assert_allclose(got, pool_by_look(want, looks, 1.0), atol=1e-6)
+    ranked = ranked_looks(got, looks)
+    for row, scores in zip(ranked, got):
+        assert [look for look, _ in row] == list(dict.fromkeys(looks[j] for j in np.argsort(-scores, kind="stable")))
+        assert all(scores[j] == max(scores[i] for i in range(4) if looks[i] == look) for look, j in row)
 
 
-def test_soft_item_transfer_reaches_unlinked_items():
-    """A query item no known look links gets transfer through a known look's similar item."""
-    q = unit([0.6, 0.8, 0, 0])                         # query item, cos 0.6 to known item j
-    gallery = unit([0, 0, 1, 0], [0, 0, 0, 1])         # two gallery snapshots, direct 0 and 0
-    known = unit([0, 0, 1, 0])                         # known snapshot = gallery snapshot 0
-    item_vecs = unit([1, 0, 0, 0])                     # its look links item j
-    hard = np.zeros((1, 1), np.float32)                # ... but not the query item
-    direct = score_matrix(q, gallery, ScoringSettings())
-    st = ScoringSettings(item_transfer_weight=0.5, item_transfer_top_k=1, lt_reduce="max")
-    off = snapshot_gallery_transfer(q, gallery, direct, st, known, hard,
-                                    known_item_vecs=item_vecs, known_item_links=np.ones((1, 1)))
-    np.testing.assert_allclose(off, [[0.0, 0.0]], atol=1e-6)  # soft power 0 (default): hard links
-    st = ScoringSettings(**{**st.to_dict(), "item_transfer_soft_power": 2.0})
-    on = snapshot_gallery_transfer(q, gallery, direct, st, known, hard,
-                                   known_item_vecs=item_vecs, known_item_links=np.ones((1, 1)))
-    # snapshot 0: 0.5 * 0 + 0.5 * (sim 1 * 0.6 ** 2) = 0.18; snapshot 1: not a neighbour of it
-    np.testing.assert_allclose(on, [[0.18, 0.0]], atol=1e-6)
+def test_near_duplicate_needs_the_threshold():
+    from ml.retrieval.recognition import RecognitionSettings, near_duplicate
 
-
-def test_soft_look_transfer_in_ranker():
-    """lt_soft_power: an item no known look links (D) gets transfer through a similar known item."""
-    ds, vecs = tiny_dataset()
-    vecs = {**vecs, "3_0_reco.jpg": vecs["1_0_reco.jpg"] * 0.8 + 0.6 * np.eye(4, dtype=np.float32)[3]}
-    s2i = build_tasks(ds, {2, 3})[0]
-    base = ScoringSettings(lt_weight=0.9, lt_top_k=5, lt_reduce="max")
-    off = ScoringRanker(vecs, ds, [1], base).scores(s2i)
-    on = ScoringRanker(vecs, ds, [1], ScoringSettings(**{**base.to_dict(), "lt_soft_power": 1.0})).scores(s2i)
-    d = s2i.gallery.index("3_0_reco.jpg")
-    a = s2i.gallery.index("1_0_reco.jpg")
-    np.testing.assert_allclose(on[:, a], off[:, a], atol=1e-6)  # linked items: unchanged
-    # D: cos(D, A) = 0.8, transferred with the query's similarity to s1 (> 0.99)
-    assert np.all(on[:, d] > off[:, d] + 0.9 * 0.8 * 0.99 - 1e-6)
+    candidates = unit([1, 0, 0], [0.6, 0.8, 0])
+    q = unit([0.99, 0.14, 0])[0]                              # cos 0.99 to the first, ~0.71 to the second
+    assert near_duplicate(q, candidates, RecognitionSettings(0.98)) == (0, pytest.approx(0.99, abs=1e-3))
+    assert near_duplicate(q, candidates, RecognitionSettings(0.995)) is None
+    assert near_duplicate(q, candidates, RecognitionSettings(0.0)) is None   # off: identical bytes only
+    assert near_duplicate(q, np.zeros((0, 3)), RecognitionSettings(0.5)) is None

@@ -9,7 +9,8 @@ import pytest
 from ml.embedding import CGDEmbedder, ModelDirError, load_embedder
 from ml.evaluation.dataset import LookDataset
 from ml.training.feature_cache import FeatureCache, augment
-from ml.training.trainer import TrainConfig, subset_dataset, train, train_with_selection
+from ml.model_card import ModelCard
+from ml.training import TrainConfig, subset_dataset, train, train_with_selection
 
 DEV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "musinsa" / "dev"
 LOOKS = (0, 1, 2, 3, 4, 6, 7)
@@ -95,17 +96,18 @@ def test_training_writes_a_loadable_model_dir(trained, dataset):
     assert (out / "model.keras").is_file() and (out / "card.json").is_file()
     assert (out / "history.json").is_file() and (out / "training_curve.png").is_file()
     on_disk = json.loads((out / "card.json").read_text())
-    assert on_disk == card
-    assert card["backbone"] == "lite0" and card["input_size"] == 224 and card["descriptor_dim"] == 64
-    assert card["loss"] == "arcface+classification"
-    assert len(card["training_data_sha256"]) == 64
-    assert card["excluded_test_looks"] == sorted(TEST)
-    assert card["epochs_trained"] >= 1 and card["validation_metrics"]["snapshot_to_items"]["queries"] > 0
-    assert set(card["postprocessing"]) >= {"lt_weight", "qe", "dba"}
+    assert on_disk == card.to_dict() and ModelCard.from_dict(on_disk) == card
+    assert card.backbone == "lite0" and card.input_size == 224 and card.descriptor_dim == 64
+    assert card.loss == "arcface+classification"
+    assert len(card.training_data_sha256) == 64
+    assert card.excluded_test_looks == sorted(TEST)
+    assert card.epochs_trained >= 1 and card.validation_metrics["snapshot_to_items"]["queries"] > 0
+    assert card.validation_metrics["item_to_looks"]["queries"] > 0
+    assert set(on_disk["postprocessing"]) >= {"lt_weight", "qe", "dba"}
     assert any("post-processing chosen" in m for m in logs)
 
     emb = load_embedder(str(out))
-    assert isinstance(emb, CGDEmbedder) and emb.dim == card["descriptor_dim"]
+    assert isinstance(emb, CGDEmbedder) and emb.dim == card.descriptor_dim and emb.card == card
     files = [dataset.root / n for n in dataset.snapshot_names()[:2]]
     files.append(dataset.root / dataset.item_name(next(iter(dataset.items))))
     ok, vecs, errors = emb.embed_files(files)
@@ -147,7 +149,7 @@ def test_resume_continues_from_the_checkpoint(dataset, models_dir, tmp_path):
 def test_fine_tuning_the_last_stage_trains_it_and_exports_it(dataset, models_dir, tmp_path):
     from ml.backbones.efficientnet_lite import split_last_stage
     from ml.backbones.imagenet import load_folded_imagenet_efficientnet_lite
-    from ml.training.trainer import export_model_dir
+    from ml.training import export_model_dir
 
     looks = sorted(set(dataset.looks) - TEST)
     cfg = config(epochs=2, views=1, fine_tune_last_stage=True, last_stage_learning_rate=1e-3)
@@ -179,13 +181,13 @@ def test_fine_tuning_the_last_stage_trains_it_and_exports_it(dataset, models_dir
 
 
 def test_ensemble_model_dir_concatenates_the_members(dataset, models_dir, tmp_path):
-    from ml.training.trainer import ensemble_vectors, train_ensemble
+    from ml.training import ensemble_vectors, train_ensemble
 
     logs = []
     card = train_with_selection(dataset, tmp_path / "model", models_dir / "features", config(ensemble=2, views=1),
                                 test_look_ids=TEST, progress=False, log=logs.append)
-    assert card["ensemble"] == 2 and card["descriptor_dim"] == 128 and card["member_descriptor_dim"] == 64
-    assert len(card["member_selected_epochs"]) == 2
+    assert card.ensemble == 2 and card.descriptor_dim == 128 and card.member_descriptor_dim == 64
+    assert len(card.member_selected_epochs) == 2
     assert sum("ensemble member" in m for m in logs) == 4  # two members in each phase
     assert any(m.startswith("member 2/2: epoch") for m in logs)  # progress lines name their member
     emb = load_embedder(str(tmp_path / "model"))

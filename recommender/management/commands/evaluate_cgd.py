@@ -48,20 +48,19 @@ class Command(BaseCommand):
         from ml.evaluation.dataset import read_look_ids
         from ml.evaluation.pipeline import embed_dataset
         from ml.retrieval.ranker import ScoringRanker
-        from ml.retrieval.scoring import ScoringSettings
 
         model = Path(model)
         try:
             embedder = CGDEmbedder(model)
         except ModelDirError as error:
             raise CommandError(str(error))
-        post = ScoringSettings.from_dict(embedder.postprocessing)
+        post = embedder.card.postprocessing
         method = f"trained ({model.name})"
         progress = options["verbosity"] > 0
 
         def factory(dataset):
             test = read_look_ids(test_looks, dataset)
-            excluded = set(embedder.card.get("excluded_test_looks") or [])
+            excluded = set(embedder.card.excluded_test_looks)
             if not test <= excluded:
                 self.stderr.write(f"warning: the model was not trained with these test looks excluded "
                                   f"({len(test - excluded)} of them may have been trained on)")

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ml.evaluation.dataset import LookDataset, read_look_ids
-from ml.training.trainer import TrainConfig, train_with_selection
+from ml.training import TrainConfig, train_with_selection
 
 
 class Command(BaseCommand):
@@ -39,41 +39,16 @@ class Command(BaseCommand):
 
     def handle(self, data, out, val_looks, test_looks, epochs, batch_size, backbone, loss, views, seed, resume,
                fine_tune_last_stage, last_stage_lr, ensemble, **options):
-        from ml.losses import LOSSES
-
-        if epochs < 1:
-            raise CommandError("--epochs must be at least 1")
-        if batch_size < 2:
-            raise CommandError("--batch-size must be at least 2")
-        if views < 1:
-            raise CommandError("--views must be at least 1")
-        if ensemble < 1:
-            raise CommandError("--ensemble must be at least 1")
-        parts = loss.split("+")
-        if loss not in LOSSES and not all(p in LOSSES for p in parts):
-            raise CommandError(f"unknown loss {loss!r}; known: {', '.join(sorted(LOSSES))}")
         try:
+            config = TrainConfig.from_batch_size(
+                batch_size, backbone=backbone, epochs=epochs, loss=loss, views=views, seed=seed,
+                fine_tune_last_stage=fine_tune_last_stage, last_stage_learning_rate=last_stage_lr, ensemble=ensemble,
+            ).check()
             dataset = LookDataset.from_folder(data)
-        except (FileNotFoundError, ValueError) as error:
-            raise CommandError(str(error))
-        try:
             test = read_look_ids(test_looks, dataset) if test_looks else set()
             val = read_look_ids(val_looks, dataset) if val_looks else None
         except (OSError, ValueError) as error:
             raise CommandError(str(error))
-        if val and test and val & test:
-            raise CommandError("--val-looks and --test-looks share looks: "
-                               + ", ".join(map(str, sorted(val & test))))
-        training = set(dataset.looks) - test - (val or set())
-        if len([i for i in training if dataset.looks[i].items or dataset.looks[i].snapshots]) < 2:
-            raise CommandError("fewer than 2 training looks left after excluding test/validation looks")
-        K = 4 if batch_size >= 8 else 2
-        P = max(1, batch_size // K)
-        n_train = len(training) if val else len(training) - max(1, round(len(training) * 0.2))
-        P = min(P, max(1, n_train))
-        config = TrainConfig(backbone=backbone, epochs=epochs, P=P, K=K, loss=loss, views=views, seed=seed,
-                             fine_tune_last_stage=fine_tune_last_stage, last_stage_learning_rate=last_stage_lr,
-                             ensemble=ensemble)
         cache_dir = Path(settings.MODEL_CACHE_DIR) / "features"
         verbose = options.get("verbosity", 1) > 0
         try:
@@ -82,8 +57,7 @@ class Command(BaseCommand):
                                         log=(lambda m: self.stdout.write(m)) if verbose else (lambda m: None))
         except (FileNotFoundError, ValueError) as error:
             raise CommandError(str(error))
-        skipped = card.get("skipped_images") or []
-        for name in skipped:
+        for name in card.skipped_images:
             self.stderr.write(f"skipped {name}")
-        self.stdout.write(f"model written to {out} ({card['epochs_trained']} epochs, "
-                          f"{card['train_seconds']} s); post-processing {card['postprocessing']}")
+        self.stdout.write(f"model written to {out} ({card.epochs_trained} epochs, "
+                          f"{card.train_seconds} s); post-processing {card.postprocessing.to_dict()}")

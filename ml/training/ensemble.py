@@ -1,0 +1,62 @@
+"""Ensembles: several heads trained independently (own seeds, own early stopping), their descriptors joined."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ml.evaluation.dataset import LookDataset
+
+from .config import TrainConfig, TrainResult
+from .loop import train
+
+__all__ = ["member_config", "train_ensemble", "ensemble_vectors", "join_descriptors"]
+
+
+def join_descriptors(parts) -> np.ndarray:
+    """The ensemble's descriptors from its members' ``(n, d_k)`` descriptors: the L2-normalised
+    concatenation (the cosine of two joined descriptors is the mean of the members' cosines)."""
+    from ml.retrieval.scoring import normalise
+
+    return normalise(np.concatenate([np.asarray(p, np.float32) for p in parts], axis=1))
+
+
+def member_config(config: TrainConfig, member: int, epochs: int | None = None) -> TrainConfig:
+    """The config of ensemble member ``member``: its own seed (initialisation and batch order)."""
+    changes = {"seed": config.seed + member}
+    if epochs is not None:
+        changes["epochs"] = epochs
+    return replace(config, **changes)
+
+
+def train_ensemble(dataset: LookDataset, train_look_ids, out_dir, cache_dir, config: TrainConfig,
+                   epochs_per_member=None, log=print, **train_kwargs) -> list[TrainResult]:
+    """``config.ensemble`` independent :func:`train` runs (member k: seed ``config.seed + k``) in
+    ``out_dir/member<k>``; ``epochs_per_member[k]`` overrides member k's epochs."""
+    results = []
+    n = max(1, config.ensemble)
+    for k in range(n):
+        epochs = epochs_per_member[k] if epochs_per_member is not None else None
+        member_log = log
+        if n > 1:
+            log(f"ensemble member {k + 1}/{n} (seed {config.seed + k})")
+
+            def member_log(message, k=k):  # progress lines say whose they are (/healthz shows the last one)
+                log(f"member {k + 1}/{n}: {message}")
+        results.append(train(dataset, train_look_ids, Path(out_dir) / f"member{k}", cache_dir,
+                             member_config(config, k, epochs), log=member_log, **train_kwargs))
+    return results
+
+
+def ensemble_vectors(members: list[TrainResult], names) -> dict[str, np.ndarray]:
+    """File name -> the ensemble's descriptor: the L2-normalised concatenation of the members'
+    descriptors (cosine = mean of the members' cosines); images a member skipped get zeros."""
+    names = list(names)
+    ok = [n for n in names if all(n in m.index for m in members)]
+    joined = join_descriptors([m.vectors_fn(ok) for m in members])
+    vecs = dict(zip(ok, joined))
+    zero = np.zeros(joined.shape[1], np.float32)
+    return {n: vecs.get(n, zero) for n in names}
+
