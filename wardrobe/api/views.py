@@ -190,10 +190,20 @@ class SuggestionPages(PageNumberPagination):
 
     def get_page_size(self, request):
         """A `page_size` that is not a whole number from 1 is a 400 (DRF would fall back to the default)."""
-        raw = request.query_params.get(self.page_size_query_param)
-        if raw is not None and not (raw.isdigit() and int(raw) >= 1):
-            raise ValidationError({self.page_size_query_param: [f"a whole number from 1 to {self.max_page_size}"]})
+        self._check_whole_number(request, self.page_size_query_param, f"a whole number from 1 to {self.max_page_size}")
         return super().get_page_size(request)
+
+    def get_page_number(self, request, paginator):
+        """A `page` that is not a whole number from 1 is a 400 (DRF would read an empty one as page 1)."""
+        self._check_whole_number(request, self.page_query_param, "a whole number from 1")
+        return super().get_page_number(request, paginator)
+
+    @staticmethod
+    def _check_whole_number(request, name: str, expected: str) -> None:
+        """Given once, a whole number from 1; given twice (?page=1&page=2) it is ambiguous, so also a 400."""
+        values = request.query_params.getlist(name)
+        if values and (len(values) > 1 or not (values[0].isdigit() and int(values[0]) >= 1)):
+            raise ValidationError({name: [expected]})
 
 
 class SuggestionsView(APIView):
