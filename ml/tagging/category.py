@@ -236,10 +236,17 @@ class CategoryTagger:
         step = self.model_batch_size
         return np.concatenate([self._probabilities(batch[i:i + step]).numpy() for i in range(0, len(batch), step)])
 
-    def tag_files(self, paths, batch_size: int = 32) -> tuple[list[Tag], dict[str, str]]:
+    def tag_files(self, paths, batch_size: int = 32, open_file=None) -> tuple[list[Tag], dict[str, str]]:
         """Tags image files: ``(tags, errors)``, tags in input order for the readable files, ``errors`` maps
-        each unreadable file to its message (a bad file never stops the rest)."""
+        each unreadable file to its message (a bad file never stops the rest). ``open_file(name)`` opens a
+        name as a binary file object (default: the local file ``name``; e.g. a Django storage's file)."""
         from ml.images import ImageError, load_input_array
+
+        def load(path):
+            if open_file is None:
+                return load_input_array(path, self.input_size)
+            with open_file(path) as handle:
+                return load_input_array(handle, self.input_size, name=path)
 
         paths = [os.fspath(p) for p in paths]
         tags: list[Tag] = []
@@ -248,7 +255,7 @@ class CategoryTagger:
             arrays, ok = [], []
             for path in paths[start:start + batch_size]:
                 try:
-                    arrays.append(load_input_array(path, self.input_size))
+                    arrays.append(load(path))
                     ok.append(path)
                 except ImageError as error:
                     errors[path] = str(error)

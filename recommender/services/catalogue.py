@@ -2,7 +2,8 @@
 
 Idempotent (a second run adds nothing), deduplicates items by the SHA-256 of their bytes, and skips a file that
 is not a readable image (reporting it by name) without losing the rest. Every new image gets a pending
-descriptor for the active model version (and any version being re-embedded) and is queued for the workers.
+descriptor for the active model version (and any version being re-embedded) and is queued for the workers as
+the import goes (a large folder streams: one file in memory at a time, descriptors sent in chunks).
 """
 import csv
 import hashlib
@@ -88,7 +89,12 @@ def entries_from_manifest(manifest: Path, base: Path | None = None) -> list[Impo
     return entries
 
 
+QUEUE_EVERY = 256  # new descriptors: sent to the workers as the import goes, so they start at once
+
+
 def import_entries(entries: list[ImportEntry], progress: bool = False) -> ImportReport:
+    """Imports the entries one file at a time (each in its own transaction; one file's bytes in memory at a
+    time) and queues the new descriptors every QUEUE_EVERY, so a large folder streams into the workers."""
     report = ImportReport()
     versions = versions_receiving_new_images()
     new_descriptor_ids = []
@@ -104,6 +110,9 @@ def import_entries(entries: list[ImportEntry], progress: bool = False) -> Import
             if image is not None:
                 for version in versions:
                     new_descriptor_ids.append(create_pending_descriptors(version, **image).id)
+        if len(new_descriptor_ids) >= QUEUE_EVERY:
+            queue_embedding(new_descriptor_ids)
+            new_descriptor_ids = []
     queue_embedding(new_descriptor_ids)
     return report
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
 
 from fashionsite.paths import PROJECT_ROOT
 from recommender.models import Category, Descriptor, Item, Look, LookItem, Style
@@ -88,8 +87,10 @@ def tag_categories(item_ids=(), wardrobe_item_ids=(), progress: bool = False) ->
     for model, rows in jobs:
         for start in range(0, len(rows), BATCH_SIZE):
             batch = rows[start:start + BATCH_SIZE]
-            by_path = {row.image.path: row for row in batch}
-            tags, errors = tagger.tag_files(list(by_path), batch_size=BATCH_SIZE)
+            # read through the storage API (never a local path): STORAGES may be S3-compatible storage
+            by_path = {row.image.name: row for row in batch}
+            tags, errors = tagger.tag_files(list(by_path), batch_size=BATCH_SIZE,
+                                            open_file=lambda name: by_path[name].image.storage.open(name, "rb"))
             for path, message in errors.items():
                 logger.warning("category tagging skipped %s %s: %s", model.__name__, by_path[path].pk, message)
             for tag in tags:  # one short statement each (no long transaction holding locks)
@@ -255,17 +256,12 @@ def on_descriptors_ready(sender, descriptors, **kwargs):
         if not (item_ids or wardrobe_ids or look_ids):
             return
 
-        from recommender.tasks import tag_images as task
+        from fashionsite.queueing import BULK_QUEUE, INTERACTIVE_QUEUE, enqueue
 
-        args = (sorted(item_ids), sorted(wardrobe_ids), sorted(look_ids))
-
-        def send():
-            try:
-                task.delay(*args)
-            except Exception as error:  # broker unreachable: `tag_categories` catches up later
-                logger.warning("could not queue tagging of %s: %s", args, error)
-
-        transaction.on_commit(send)
+        # an upload's tags are waited for (its own queue); the catalogue's go with the bulk work
+        # (broker unreachable: logged, and `manage.py tag_categories` catches up later)
+        enqueue("recommender.tasks.tag_images", (sorted(item_ids), sorted(wardrobe_ids), sorted(look_ids)),
+                queue=INTERACTIVE_QUEUE if wardrobe_ids else BULK_QUEUE)
     except Exception:  # noqa: BLE001
         logger.exception("tagging receiver failed; the images stay untagged until `tag_categories`")
 

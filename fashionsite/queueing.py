@@ -1,0 +1,61 @@
+"""The one way the platform's services queue background work: `enqueue(task name, args)`.
+
+Services name tasks by their Celery name and never import the tasks modules (tasks import services, not the
+other way round). The message is sent once the current transaction commits, so a worker never looks for rows
+that are not there yet. If the broker is down the error is logged and nothing else happens: the work's state is
+in the database (a pending descriptor, a queued training job), and the reconciler
+(recommender.services.reconcile) sends it when the broker is back.
+
+The queues (each consumed by its own worker process in `make run`, see fashionsite.launcher):
+    celery       bulk embedding: catalogue imports, re-embedding the database
+    interactive  a user is waiting: uploads, their tagging, outfit suggestions, and the reconciler's short task
+    training     the first start's background training
+"""
+import logging
+from collections.abc import Callable
+
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+BULK_QUEUE = "celery"
+INTERACTIVE_QUEUE = "interactive"
+TRAINING_QUEUE = "training"
+QUEUES = (BULK_QUEUE, INTERACTIVE_QUEUE, TRAINING_QUEUE)
+
+# Where each task goes unless the caller names a queue (settings.CELERY_TASK_ROUTES is built from it).
+TASK_QUEUES = {
+    "recommender.tasks.embed_descriptors": BULK_QUEUE,
+    "recommender.tasks.tag_images": BULK_QUEUE,
+    "recommender.tasks.reconcile": INTERACTIVE_QUEUE,
+    "recommender.tasks.train_catalogue_model": TRAINING_QUEUE,
+    "wardrobe.tasks.recompute_suggestions": INTERACTIVE_QUEUE,
+}
+
+
+def send_now(task_name: str, args=(), queue: str | None = None, countdown: float | None = None) -> bool:
+    """Sends one task message now; False (and a log line) when the broker cannot be reached."""
+    from fashionsite.celery import app
+
+    try:
+        app.send_task(
+            task_name, args=list(args), queue=queue or TASK_QUEUES.get(task_name), countdown=countdown,
+            ignore_result=True,  # nobody waits on these; and no result-backend round trip when Redis is down
+        )
+        return True
+    except Exception as error:  # noqa: BLE001 - the broker is down or unreachable: the state stays in the database
+        logger.warning("could not queue %s%s (%s: %s); the reconciler will send it when the broker is back",
+                       task_name, tuple(args)[:3], type(error).__name__, error)
+        return False
+
+
+def enqueue(task_name: str, args=(), queue: str | None = None, countdown: float | None = None,
+            on_sent: Callable[[], None] | None = None) -> None:
+    """Queues `task_name(*args)` once the current transaction commits (at once outside a transaction).
+    `on_sent` runs after a successful send (e.g. to record when the rows were queued)."""
+
+    def send():
+        if send_now(task_name, args, queue=queue, countdown=countdown) and on_sent is not None:
+            on_sent()
+
+    transaction.on_commit(send)
