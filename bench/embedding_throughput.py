@@ -1,11 +1,17 @@
-"""Embedding throughput of the whole pipeline (JPEG file -> stored descriptor) and the worker's peak memory.
+"""Embedding throughput of the whole pipeline (image file in storage -> stored descriptor) beside the model's own
+batched forward pass, measured in the same run, and where the time goes.
 
-    .venv/bin/python bench/embedding_throughput.py [--limit N]
+    .venv/bin/python bench/embedding_throughput.py [--model DIR] [--limit N]
 
-Runs on its own data directory (var/bench) and Redis port, so it never touches the platform's data:
-imports the sample catalogue with no worker running (the tasks wait in Redis), then starts one real Celery
-worker and times it until every descriptor is stored. Prints images/s and the worker's peak resident memory
-(main process plus its pool children, sampled every 0.2 s).
+Runs on its own data directory (var/bench) and Redis port, so it never touches the platform's data. For the
+model (the untrained Lite0 by default, or a trained model directory with --model):
+1. limit: the model's batched forward pass on images decoded beforehand (`Embedder.embed_batch`, batches of
+   32), after a warm-up;
+2. parts: single-threaded decode through the storage API, and the database write of a batch, per image;
+3. pipeline: imports the sample catalogue with no worker running (the tasks wait in Redis), then starts one
+   real Celery worker (as `make run` does) and times it until every descriptor is stored: the steady-state
+   rate (first batch stored -> last), its ratio to the limit, and the worker's peak resident memory (main
+   process plus its pool children, sampled every 0.2 s).
 """
 import argparse
 import os
@@ -38,9 +44,53 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
+def measure_limit(embedder, arrays, batch_size: int = 32, repeats: int = 3) -> float:
+    """Images per second of the model's batched forward pass alone (best of `repeats` passes)."""
+    import numpy as np
+
+    batch = np.stack(arrays[:batch_size])
+    embedder.embed_batch(batch)  # warm-up (graph tracing)
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for start in range(0, len(arrays), batch_size):
+            embedder.embed_batch(np.stack(arrays[start:start + batch_size]))
+        best = max(best, len(arrays) / (time.perf_counter() - started))
+    return best
+
+
+def measure_parts(embedder, descriptors) -> dict:
+    """Per-image milliseconds of the pipeline's parts, each alone on one thread."""
+    import numpy as np
+    from django.db import transaction
+
+    from ml.images import load_input_array
+    from recommender.models import Descriptor
+
+    fields = [d.image_owner.image for d in descriptors]
+    started = time.perf_counter()
+    arrays = []
+    for field in fields:
+        with field.storage.open(field.name, "rb") as handle:
+            arrays.append(load_input_array(handle, embedder.input_size, name=field.name))
+    decode = (time.perf_counter() - started) / len(fields)
+    vectors = np.concatenate([embedder.embed_batch(np.stack(arrays[i:i + 32])) for i in range(0, len(arrays), 32)])
+    started = time.perf_counter()
+    with transaction.atomic():
+        for start in range(0, len(descriptors), 32):
+            batch = descriptors[start:start + 32]
+            for descriptor, vector in zip(batch, vectors[start:start + 32]):
+                descriptor.embedding = vector
+            Descriptor.objects.bulk_update(batch, ["embedding"])
+        transaction.set_rollback(True)  # measured only: the worker stores them for real below
+    write = (time.perf_counter() - started) / len(descriptors)
+    return {"decode_ms": decode * 1000, "db_write_ms": write * 1000, "arrays": arrays}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="import only the first N files (0: all)")
+    parser.add_argument("--model", type=Path, help="a trained model directory (default: the untrained Lite0)")
     args = parser.parse_args()
 
     services = launcher.Services()
@@ -52,21 +102,40 @@ def main() -> None:
         import django
 
         django.setup()
+        from django.conf import settings
+
         from fashionsite.celery import app
-        from recommender.models import Descriptor, Item, Look
+        from recommender.embedders import get_embedder
+        from recommender.models import Descriptor, Item, Look, ModelVersion, ReembedJob
         from recommender.services.catalogue import entries_from_folder, import_entries
-        from recommender.services.versions import DEFAULT_VERSION, register_version
+        from recommender.services.versions import DEFAULT_VERSION, activate, register_version
 
         app.control.purge()
+        ReembedJob.objects.all().delete()
         Look.objects.all().delete()
         Item.objects.all().delete()
         Descriptor.objects.all().delete()
-        register_version(**DEFAULT_VERSION)
+        if args.model:
+            from ml.embedding import load_embedder
+
+            model_dir = args.model.resolve()
+            version = register_version(f"bench-{model_dir.name}", str(model_dir),
+                                       load_embedder(str(model_dir), settings.MODEL_CACHE_DIR).dim)
+        else:
+            version = register_version(**DEFAULT_VERSION)
+        activate(version)
+        ModelVersion.objects.exclude(pk=version.pk).delete()  # only the measured version receives the images
         entries = entries_from_folder(sample_catalogue_dir())
         entries = entries[: args.limit] if args.limit else entries
         report = import_entries(entries, progress=True)
         total = Descriptor.objects.count()
-        print(report.summary(), f"-> {total} images to embed", flush=True)
+        print(report.summary(), f"-> {total} images to embed with {version.name} ({version.dim}-d)", flush=True)
+
+        embedder = get_embedder(version)
+        sample = list(Descriptor.objects.select_related("snapshot", "item").order_by("id")[:320])
+        parts = measure_parts(embedder, sample)
+        limit = measure_limit(embedder, parts.pop("arrays"))
+        del embedder
 
         worker = psutil.Process(services.spawn(
             "worker", launcher.worker_command(concurrency=1, beat=False),
@@ -84,12 +153,16 @@ def main() -> None:
                 raise SystemExit(f"timed out with {ready}/{total} descriptors done")
         finished = time.monotonic()
         failed = Descriptor.objects.filter(status=Descriptor.Status.FAILED).count()
-        steady_time = finished - first_ready_at[0]
-        steady_images = total - first_ready_at[1]
-        print(f"images embedded and stored: {total} ({failed} failed)")
+        steady = (total - first_ready_at[1]) / (finished - first_ready_at[0])
+        print(f"model: {version.name} ({version.dim}-d, {version.spec})")
+        print(f"limit, the model's batched forward pass (batches of 32, decoded beforehand): {limit:.1f} images/s")
+        print(f"parts, one thread each: decode through the storage {parts['decode_ms']:.2f} ms/image, "
+              f"database write {parts['db_write_ms']:.2f} ms/image, forward pass {1000 / limit:.2f} ms/image")
+        print(f"images embedded and stored by the worker: {total} ({failed} failed)")
         print(f"wall time from worker start (includes model load): {finished - started:.1f} s "
               f"-> {total / (finished - started):.1f} images/s")
-        print(f"steady-state throughput (first batch stored -> last): {steady_images / steady_time:.1f} images/s")
+        print(f"pipeline steady state (first batch stored -> last): {steady:.1f} images/s "
+              f"= {100 * steady / limit:.0f} % of the forward pass")
         print(f"worker peak memory (RSS, main + pool): {peak / 2**20:.0f} MiB")
     finally:
         services.stop()
