@@ -297,3 +297,22 @@ class _paused_consumers:
 
     def __exit__(self, *exc):
         app.control.add_consumer(self.queue, reply=True, timeout=2)
+
+
+def test_a_training_job_that_could_not_be_queued_is_sent_by_the_reconciler(transactional_db, active_version):
+    """`ensure_trained_model` while Redis is down leaves the job queued and unsent; the reconciler sends it once
+    (no worker consumes the training queue in the tests, so the message can be counted)."""
+    from django.conf import settings
+
+    from recommender.models import TrainingJob
+    from recommender.services.reconcile import reconcile
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.delete("training")
+    job = TrainingJob.objects.create()  # as if the send had failed: queued, never sent
+    reconcile()
+    job.refresh_from_db()
+    assert job.queued_at is not None and client.llen("training") == 1
+    reconcile()
+    assert client.llen("training") == 1, "a job on its way is not sent twice"
+    client.delete("training")
