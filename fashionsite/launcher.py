@@ -89,6 +89,18 @@ class Services:
             if now >= service.restart_at:
                 service.start()
 
+    def stop_service(self, name: str) -> None:
+        """Stops one service (and its process group) and forgets it."""
+        for service in [s for s in self.services if s.name == name]:
+            _signal_group(service.process, signal.SIGTERM)
+            try:
+                service.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(service.process, signal.SIGKILL)
+            service.process.wait()
+            self.services.remove(service)
+
     def stop(self) -> None:
         for name, process in reversed(self.processes):
             if process.poll() is None:

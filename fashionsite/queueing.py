@@ -44,8 +44,8 @@ def send_now(task_name: str, args=(), queue: str | None = None, countdown: float
         )
         return True
     except Exception as error:  # noqa: BLE001 - the broker is down or unreachable: the state stays in the database
-        logger.warning("could not queue %s%s (%s: %s); the reconciler will send it when the broker is back",
-                       task_name, tuple(args)[:3], type(error).__name__, error)
+        logger.warning("could not queue %s%s (%s: %s); its work waits in the database", task_name,
+                       tuple(args)[:3], type(error).__name__, error)
         return False
 
 

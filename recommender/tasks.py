@@ -93,7 +93,10 @@ def train_catalogue_model(self, job_id):
     return TrainingJob.State.REEMBEDDING
 
 
-@shared_task(acks_late=True, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=5)
+# reject_on_worker_lost=False: a tagging task whose worker dies is dropped, not redelivered forever (an image
+# that crashed the tagger would otherwise loop); `manage.py tag_categories` tags whatever was left
+@shared_task(acks_late=True, reject_on_worker_lost=False, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True,
+             max_retries=5)
 def tag_images(item_ids=(), wardrobe_item_ids=(), look_ids=()):
     """Automatic category (items, uploads) and style (looks, uploads) for images that have none; idempotent,
     never overwrites a category or style already set. The classifier is loaded once per worker process."""

@@ -4,7 +4,9 @@ from celery import shared_task
 from recommender.tasks import TRANSIENT_ERRORS
 
 
-@shared_task(acks_late=True, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=5)
+# reject_on_worker_lost=False: dropped, not redelivered forever, if its worker dies (the next change recomputes)
+@shared_task(acks_late=True, reject_on_worker_lost=False, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True,
+             max_retries=5)
 def recompute_suggestions(user_id):
     """Recomputes and stores one user's outfit suggestions; returns how many there are."""
     from wardrobe.services.suggestions import recompute
