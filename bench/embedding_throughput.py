@@ -12,9 +12,13 @@ model (the untrained Lite0 by default, or a trained model directory with --model
    real Celery worker (as `make run` does) and times it until every descriptor is stored: the steady-state
    rate (first batch stored -> last), its ratio to the limit, and the worker's peak resident memory (main
    process plus its pool children, sampled every 0.2 s).
+On a machine shared with other jobs wall-clock rates swing from one minute to the next, so the script also
+prints CPU time per image (all threads) of the forward pass and of the worker: their ratio is what the
+pipeline would reach on a machine of its own (the database server's share of the writes not counted).
 """
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -44,19 +48,33 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def measure_limit(embedder, arrays, batch_size: int = 32, repeats: int = 3) -> float:
-    """Images per second of the model's batched forward pass alone (best of `repeats` passes)."""
+def tree_cpu(process: psutil.Process) -> float:
+    """CPU seconds (user + system, all threads) of a process and its children so far."""
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure_limit(embedder, arrays, batch_size: int = 32, repeats: int = 3) -> tuple[float, float]:
+    """The model's batched forward pass alone: images per second (best of `repeats` passes), and CPU
+    milliseconds per image (all threads; on a shared machine the steadier figure)."""
     import numpy as np
 
     batch = np.stack(arrays[:batch_size])
     embedder.embed_batch(batch)  # warm-up (graph tracing)
-    best = 0.0
+    best, cpu = 0.0, []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for start in range(0, len(arrays), batch_size):
             embedder.embed_batch(np.stack(arrays[start:start + batch_size]))
         best = max(best, len(arrays) / (time.perf_counter() - started))
-    return best
+        cpu.append((time.process_time() - cpu_started) / len(arrays) * 1000)
+    return best, min(cpu)
 
 
 def measure_parts(embedder, descriptors) -> dict:
@@ -145,11 +163,13 @@ def main() -> None:
         sample = list(Descriptor.objects.select_related("snapshot", "item").order_by("id")[:320])
         parts = measure_parts(embedder, sample)
         arrays = parts.pop("arrays")
-        limit_before = measure_limit(embedder, arrays)
+        limit_before, cpu_before = measure_limit(embedder, arrays)
 
+        worker_log_path = Path(settings.DATA_DIR) / "bench-worker.log"
+        worker_log = worker_log_path.open("w")
         worker = psutil.Process(services.spawn(
             "worker", launcher.worker_command(concurrency=1, beat=False),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=worker_log, stderr=subprocess.STDOUT,
         ).pid)
         started = time.monotonic()
         peak, first_ready_at, ready = 0, None, 0
@@ -159,14 +179,19 @@ def main() -> None:
             ready = Descriptor.objects.exclude(status=Descriptor.Status.PENDING).count()
             if ready and first_ready_at is None:
                 first_ready_at = (time.monotonic(), ready)
+                cpu_at_first = tree_cpu(worker)
+            if ready < total:
+                cpu_last = tree_cpu(worker)
             if time.monotonic() - started > 1800:
                 raise SystemExit(f"timed out with {ready}/{total} descriptors done")
         finished = time.monotonic()
+        pipeline_cpu = (cpu_last - cpu_at_first) / (total - first_ready_at[1]) * 1000
         services.stop_service("worker")
         # the machine may be shared: the limit is measured before and after the pipeline, and the ratio uses
         # their mean (both are printed)
-        limit_after = measure_limit(embedder, arrays)
+        limit_after, cpu_after = measure_limit(embedder, arrays)
         limit = (limit_before + limit_after) / 2
+        forward_cpu = (cpu_before + cpu_after) / 2
         failed = Descriptor.objects.filter(status=Descriptor.Status.FAILED).count()
         steady = (total - first_ready_at[1]) / (finished - first_ready_at[0])
         print(f"model: {version.name} ({version.dim}-d, {version.spec})")
@@ -180,7 +205,17 @@ def main() -> None:
               f"-> {total / (finished - started):.1f} images/s")
         print(f"pipeline steady state (first batch stored -> last): {steady:.1f} images/s "
               f"= {100 * steady / limit:.0f} % of the forward pass")
+        print(f"CPU per image (user + system, all threads): forward pass {forward_cpu:.1f} ms (before {cpu_before:.1f}, "
+              f"after {cpu_after:.1f}); the worker (main + pool, steady state) {pipeline_cpu:.1f} ms "
+              f"-> forward / pipeline = {100 * forward_cpu / pipeline_cpu:.0f} %")
         print(f"worker peak memory (RSS, main + pool): {peak / 2**20:.0f} MiB")
+        worker_log.close()
+        task_seconds = [float(m) for m in re.findall(r"embed_descriptors\[[^]]+\] succeeded in ([0-9.]+)s",
+                                                     worker_log_path.read_text())]
+        if len(task_seconds) > 1:
+            # the first task pays the model's warm-up; between tasks the worker waits on Celery only
+            print(f"inside the embedding tasks (the first left out): {sum(task_seconds[1:]):.1f} s for "
+                  f"{len(task_seconds) - 1} tasks; the steady state took {finished - first_ready_at[0]:.1f} s")
     finally:
         services.stop()
 

@@ -186,9 +186,9 @@ def worker_command(concurrency: int = 1, beat: bool = True, queue: str = "celery
 SAMPLE_MANIFEST = PROJECT_ROOT / "data" / "labels" / "musinsa_manifest.csv"
 
 
-def web_command(port: str) -> list[str]:
-    """The web server (the one place that says which)."""
-    return [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+def web_command() -> list[str]:
+    """The web server (the one place that says which); it binds 127.0.0.1:$PORT."""
+    return [PYTHON, "manage.py", "runserver", f"127.0.0.1:{os.environ.get('PORT', '8000')}", "--noreload"]
 
 
 RECONCILE_EVERY = "10"  # seconds: pending work is queued this soon after Redis answers again
@@ -201,7 +201,8 @@ def start_platform(services: Services, port: str) -> None:
     services.spawn("interactive worker", worker_command(beat=False, queue="interactive"), supervised=True)
     services.spawn("training worker", worker_command(beat=False, queue="training"), supervised=True)
     services.spawn("reconciler", [PYTHON, "manage.py", "reconcile", "--every", RECONCILE_EVERY], supervised=True)
-    services.spawn("web", web_command(port), supervised=True, env=dict(os.environ, FASHIONSITE_WARM_MODEL="1"))
+    services.spawn("web", web_command(), supervised=True,
+                   env=dict(os.environ, PORT=port, FASHIONSITE_WARM_MODEL="1"))
 
 
 def set_up_catalogue(services: Services) -> None:
