@@ -9,7 +9,10 @@ class WardrobeItem(models.Model):
     sha256 = models.CharField(max_length=64)
     category = models.ForeignKey("recommender.Category", null=True, blank=True, on_delete=models.SET_NULL)
     style = models.ForeignKey("recommender.Style", null=True, blank=True, on_delete=models.SET_NULL)
-    colour = models.CharField(max_length=16, blank=True, help_text="Dominant colour name, from the pixels.")
+    colour = models.CharField(
+        max_length=32, blank=True,
+        help_text="The garment's colour words from its own pixels (ml.tagging.colour): 'navy' or 'cream and navy'.",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

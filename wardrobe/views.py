@@ -2,10 +2,11 @@
 suggestions. Thin views over wardrobe.services (imported where used)."""
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from recommender.models import Look
@@ -153,6 +154,8 @@ def unlike(request, look_id: int):
 
 # --- suggestions ----------------------------------------------------------------------------------------------
 
+SUGGESTIONS_PER_PAGE = 12
+
 
 def _filter_value(request, key: str, saved: str, allowed) -> str:
     """The filter from the query string when given ("" = any), else the saved preference."""
@@ -173,9 +176,13 @@ def suggestions_page(request):
     style = _filter_value(request, "style", saved["style"], names["styles"])
     category = _filter_value(request, "category", saved["category"], names["categories"])
     # "" (any) is passed as such, so an explicit "any" is not replaced by the saved preference.
-    cards = [_card(suggestion) for suggestion in get_suggestions(request.user, style=style, category=category)]
+    suggestions = get_suggestions(request.user, style=style, category=category)
+    page = Paginator(suggestions, SUGGESTIONS_PER_PAGE).get_page(request.GET.get("page"))
     context = {
-        "suggestions": cards,
+        "suggestions": [_card(suggestion) for suggestion in page],
+        "page": page,
+        # the pages' links carry the filters in force, so a saved default changed meanwhile cannot swap them
+        "query": urlencode({"style": style, "category": category}),
         "style": style,
         "category": category,
         "saved": saved,

@@ -1,7 +1,13 @@
 """Wardrobe upload -> the real worker embeds -> ready -> outfit suggestions computed by the worker appear via the
-API, follow the style and category filters, the saved preferences, likes and deletions."""
+API, follow the style and category filters, the saved preferences, likes and deletions, a page at a time; what
+completes each look is an outfit (category caps, no covered category, top-to-bottom order)."""
+import re
+from collections import Counter
+from urllib.parse import parse_qs, urlparse
+
 import numpy as np
 import pytest
+from PIL import Image
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework.test import APIClient
@@ -11,7 +17,8 @@ from recommender.services.search import descriptor_of
 from tests.api.conftest import STYLES, import_and_embed, upload
 from tests.conftest import wait_until
 from wardrobe.services import set_preferences
-from wardrobe.services.suggestions import LIKE_WEIGHT
+from ml.tagging.colour import colour_words
+from wardrobe.services.suggestions import COMPLETE_WITH, LIKE_WEIGHT, OUTFIT_ORDER, PER_CATEGORY
 
 LOOKS = (0, 3, 6, 8, 12, 14, 15, 18)
 # The user's own purchases: item photos of looks that are not in the catalogue (black sneakers, a red top).
@@ -52,6 +59,9 @@ def fit_similarity(item_id, look_id):
 
 def test_uploads_become_ready_and_suggestions_follow(catalogue, sample_dir):
     client = register("eve")
+    # the colour words come from the photos' own pixels: black sneakers (white soles), a red top
+    shoes_colour, top_colour = (colour_words(Image.open(sample_dir / name)) for name, _ in OWN_ITEMS)
+    assert shoes_colour.split(" and ")[0] == "black" and top_colour == "red"
     ids = {}
     for name, category in OWN_ITEMS:
         path = sample_dir / name
@@ -83,17 +93,58 @@ def test_uploads_become_ready_and_suggestions_follow(catalogue, sample_dir):
         expected = sum(fit_similarity(i, suggestion["look_id"]) for i in ids.values())
         assert suggestion["score"] == pytest.approx(expected, abs=1e-4)
         assert suggestion["reason"].startswith("Fits your ")
-        assert "black shoes" in suggestion["reason"] and "red top" in suggestion["reason"]
-        assert 1 <= len(suggestion["complete_with"]) <= 8
+        for colour, category in ((shoes_colour, "shoes"), (top_colour, "top")):
+            assert f"{colour} {category}" in suggestion["reason"]
+        assert 1 <= len(suggestion["complete_with"]) <= COMPLETE_WITH
         look = Look.objects.get(pk=suggestion["look_id"])
         linked = set(look.items.values_list("id", flat=True))
         complete = [c["item_id"] for c in suggestion["complete_with"]]
         assert len(set(complete)) == len(complete)
         assert linked & set(complete), "the look's expert-linked items complete it"
-        # categories the user does not own come first
-        owned = [c["category"] in ("shoes", "top") for c in suggestion["complete_with"]]
-        assert owned == sorted(owned)
+        # an outfit: at most two of a category, none of the fitting items' categories (shoes and top: the
+        # catalogue has items of four other categories), listed top to bottom
+        categories = [c["category"] for c in suggestion["complete_with"]]
+        assert max(Counter(categories).values()) <= PER_CATEGORY
+        assert not {"shoes", "top"} & set(categories), categories
+        assert len(set(categories)) >= 2, "it spans categories"
+        positions = [OUTFIT_ORDER.index(c) if c in OUTFIT_ORDER else len(OUTFIT_ORDER) for c in categories]
+        assert positions == sorted(positions), categories
         assert any(suggestion["snapshot_url"].endswith(s.image.url) for s in look.snapshots.all())
+
+    # a page at a time: count, next and previous, the filters kept in the links
+    first = client.get("/api/suggestions/", {"style": "", "category": "", "page_size": 3}).json()
+    assert first["count"] == len(everything) and first["previous"] is None
+    assert [s["look_id"] for s in first["results"]] == [s["look_id"] for s in everything[:3]]
+    walked, response = [], first
+    while True:
+        walked += [s["look_id"] for s in response["results"]]
+        assert len(response["results"]) <= 3
+        if response["next"] is None:
+            break
+        query = parse_qs(urlparse(response["next"]).query, keep_blank_values=True)
+        assert query["style"] == [""] and query["category"] == [""] and query["page_size"] == ["3"]
+        response = client.get(response["next"]).json()
+        assert parse_qs(urlparse(response["previous"]).query, keep_blank_values=True)["style"] == [""]
+    assert walked == [s["look_id"] for s in everything]
+    last_page = -(-len(everything) // 3)
+    assert client.get("/api/suggestions/", {"style": "", "page_size": 3, "page": last_page + 1}).status_code == 404
+    assert len(client.get("/api/suggestions/", {"style": "", "page_size": 1000}).json()["results"]) == len(everything)
+    filtered = client.get("/api/suggestions/", {"style": STYLES[0], "category": "", "page_size": 2}).json()
+    assert filtered["count"] == sum(s["style"] == STYLES[0] for s in everything)
+    if filtered["next"]:
+        assert parse_qs(urlparse(filtered["next"]).query)["style"] == [STYLES[0]]
+        assert {s["style"] for s in client.get(filtered["next"]).json()["results"]} == {STYLES[0]}
+
+    # the page shows the same outfits, in the same order, as the API
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(get_user_model().objects.get(username="eve"))
+    html = browser.get("/suggestions/", {"style": "", "category": ""}).content.decode()
+    cards = html.split('data-testid="suggestion" data-look-id="')[1:]  # each card's html, in page order
+    on_page = {int(card.split('"')[0]): [int(i) for i in re.findall(r'data-item-id="(\d+)"', card)] for card in cards}
+    assert on_page == {s["look_id"]: [c["item_id"] for c in s["complete_with"]] for s in everything}
 
     # style filter
     by_style = {style: suggestions(client, style=style, category="") for style in STYLES}
@@ -121,6 +172,12 @@ def test_uploads_become_ready_and_suggestions_follow(catalogue, sample_dir):
     assert response["style"] == STYLES[1] and response["category"] == ""
     assert [s["look_id"] for s in response["results"]] == [s["look_id"] for s in by_style[STYLES[1]]]
     assert len(suggestions(client, style="")) == len(everything)
+    # the page links spell out the saved default in force: changing it meanwhile does not swap the filter
+    first = client.get("/api/suggestions/", {"page_size": 1}).json()
+    assert parse_qs(urlparse(first["next"]).query, keep_blank_values=True)["style"] == [STYLES[1]]
+    set_preferences(user, STYLES[0], None)
+    second = client.get(first["next"]).json()
+    assert second["style"] == STYLES[1] and second["results"][0]["look_id"] == by_style[STYLES[1]][1]["look_id"]
     set_preferences(user, None, None)
 
     # liking a look steers toward similar looks (and the liked look is not suggested again)
@@ -159,7 +216,7 @@ def test_uploads_become_ready_and_suggestions_follow(catalogue, sample_dir):
     )
     assert all(len(s["your_items"]) == 1 for s in after)
     assert {s["your_items"][0]["id"] for s in after} == {ids["shoes"]}
-    assert [s["reason"] for s in after if "top" in s["reason"] or "black shoes" not in s["reason"]] == []
+    assert [s["reason"] for s in after if "top" in s["reason"] or f"{shoes_colour} shoes" not in s["reason"]] == []
 
     # nobody else sees them
     assert suggestions(register("mallory"), style="") == []

@@ -1,7 +1,7 @@
 """The web pages in a real browser, end to end with real parts: real looks imported and embedded by the real
 Celery worker, real photos uploaded through the pages, the real model answering the searches."""
 import re
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 from django.core.management import call_command
@@ -80,6 +80,28 @@ def read_cards(page) -> list[dict]:
 
 def look_ids(page) -> list[str]:
     return page.get_by_test_id("suggestion").evaluate_all("cards => cards.map(c => c.dataset.lookId)")
+
+
+def walk_pages(page, style: str, category: str) -> list[str]:
+    """Clicks Next to the last page of suggestions; every page keeps the filters (in its URL and its form) and
+    shows at most wardrobe.views.SUGGESTIONS_PER_PAGE cards of them. The look ids of all pages, in order."""
+    from wardrobe import views
+
+    seen = []
+    while True:
+        assert parse_qs(urlparse(page.url).query, keep_blank_values=True).get("style", [""]) == [style]
+        expect(page.get_by_test_id("style-filter")).to_have_value(style)
+        expect(page.get_by_test_id("category-filter")).to_have_value(category)
+        cards = read_cards(page)
+        assert 0 < len(cards) <= views.SUGGESTIONS_PER_PAGE
+        assert all(card["style"] == style for card in cards) if style else True
+        assert all(category in card["categories"] for card in cards) if category else True
+        seen += [card["look"] for card in cards]
+        following = page.get_by_role("link", name="Next")
+        if not following.count():
+            return seen
+        following.click()
+        expect(page.get_by_test_id("page-number")).to_contain_text(f"page {len(seen) // views.SUGGESTIONS_PER_PAGE + 1} of")
 
 
 def test_search_tabs_return_six_results_for_real_images(catalogue, sample_dir, new_page):
@@ -218,6 +240,27 @@ def test_register_upload_live_status_suggestions_and_filters(catalogue, sample_d
     assert all(category in card["categories"] for card in read_cards(page))
     assert by_category != unfiltered
     screenshot(page, "suggestions-category-filter", full_page=True)
+
+    # Paginated (two cards a page here): Next and Previous keep the filters, the pages together hold every card.
+    with monkeypatch.context() as patch:
+        patch.setattr("wardrobe.views.SUGGESTIONS_PER_PAGE", 2)
+        counts = {s: sum(card["style"] == s for card in cards) for s in styles}
+        paged_style = max(styles, key=lambda s: (counts[s], s))
+        assert counts[paged_style] >= 3, "a style with more than one page of suggestions"
+        page.select_option("[data-testid=style-filter]", paged_style)
+        page.select_option("[data-testid=category-filter]", "")
+        page.get_by_test_id("apply-filters").click()
+        walked = walk_pages(page, style=paged_style, category="")
+        assert walked == [card["look"] for card in cards if card["style"] == paged_style]
+        screenshot(page, "suggestions-paginated")
+        page.get_by_role("link", name="Previous").click()
+        expect(page.get_by_test_id("style-filter")).to_have_value(paged_style)
+        expect(page.get_by_test_id("page-number")).to_contain_text(f"page {-(-len(walked) // 2) - 1} of")
+
+        page.select_option("[data-testid=style-filter]", "")
+        page.select_option("[data-testid=category-filter]", category)
+        page.get_by_test_id("apply-filters").click()
+        assert walk_pages(page, style="", category=category) == by_category
 
     # Saved preferences become the default filter.
     page.select_option("[data-testid=style-filter]", style)

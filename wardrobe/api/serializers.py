@@ -114,7 +114,12 @@ class SuggestionSerializer(serializers.Serializer):
     style = serializers.SerializerMethodField()
     snapshot_url = serializers.SerializerMethodField()
     your_items = YourItemSerializer(many=True, source="your_items.all")
-    complete_with = CompleteWithSerializer(many=True, source="suggested_items.all")
+    complete_with = CompleteWithSerializer(
+        many=True, source="suggested_items.all",
+        help_text="Catalogue items that complete the look as an outfit: at most two of a category, none of a "
+        "category your fitting items cover (unless nothing else fits), top to bottom (outerwear, top, dress, "
+        "bottom, shoes, bag, hat, accessory).",
+    )
     score = serializers.FloatField()
     reason = serializers.CharField()
     computed = serializers.DateTimeField()
@@ -127,6 +132,9 @@ class SuggestionSerializer(serializers.Serializer):
 
 
 class SuggestionsSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Suggestions matching the filters, over all pages.")
+    next = serializers.URLField(allow_null=True, help_text="The next page (filters kept); null on the last.")
+    previous = serializers.URLField(allow_null=True, help_text="The previous page; null on the first.")
     style = serializers.CharField(help_text="The style filter applied ('' for none).")
     category = serializers.CharField(help_text="The category filter applied ('' for none).")
     results = SuggestionSerializer(many=True)

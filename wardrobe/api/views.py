@@ -6,8 +6,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from recommender.api.views import BadUpload
@@ -163,24 +165,38 @@ def _filter(request, name: str, model) -> str | None:
     return value
 
 
+class SuggestionPages(PageNumberPagination):
+    """`page` (from 1) and `page_size` (12 unless given, at most 48); the `next` and `previous` links keep
+    every other query parameter, so the filters hold across pages."""
+
+    page_size = 12
+    page_size_query_param = "page_size"
+    max_page_size = 48
+
+
 class SuggestionsView(APIView):
-    """The user's outfit suggestions, best first. `style` filters by the look's style, `category` by the
-    category of the items that complete it; leave a parameter out to use the saved preference, pass it empty
-    (`?style=`) for no filter."""
+    """The user's outfit suggestions, best first, a page at a time (`count`, `next`, `previous`, `results`).
+    `style` filters by the look's style, `category` by the category of the items that complete it; leave a
+    parameter out to use the saved preference, pass it empty (`?style=`) for no filter."""
 
     permission_classes = [permissions.IsAuthenticated]
+    pagination_class = SuggestionPages
 
     @extend_schema(
         parameters=[
             OpenApiParameter("style", OpenApiTypes.STR, description="A style name; empty for all styles."),
             OpenApiParameter("category", OpenApiTypes.STR, description="A category name; empty for all."),
+            OpenApiParameter("page", OpenApiTypes.INT, description="The page, from 1 (a page past the last: 404)."),
+            OpenApiParameter(
+                "page_size", OpenApiTypes.INT, description=f"Suggestions a page (default {SuggestionPages.page_size}, "
+                f"at most {SuggestionPages.max_page_size})."
+            ),
         ],
         responses={200: SuggestionsSerializer},
     )
     def get(self, request):
         style = _filter(request, "style", Style)
         category = _filter(request, "category", Category)
-        suggestions = get_suggestions(request.user, style=style, category=category)
         if style is None or category is None:
             from wardrobe.services import get_preferences
 
@@ -189,5 +205,24 @@ class SuggestionsView(APIView):
                 style = preferences.style.name if preferences.style_id else ""
             if category is None:
                 category = preferences.category.name if preferences.category_id else ""
-        results = SuggestionSerializer(suggestions, many=True, context={"request": request}).data
-        return Response({"style": style, "category": category, "results": results})
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(
+            get_suggestions(request.user, style=style, category=category), request, view=self
+        )
+
+        def with_filters(link):
+            """The link with the filters in force spelled out, so a saved default changed meanwhile cannot
+            swap them between pages."""
+            return link and replace_query_param(replace_query_param(link, "style", style), "category", category)
+
+        results = SuggestionSerializer(page, many=True, context={"request": request}).data
+        return Response(
+            {
+                "count": paginator.page.paginator.count,
+                "next": with_filters(paginator.get_next_link()),
+                "previous": with_filters(paginator.get_previous_link()),
+                "style": style,
+                "category": category,
+                "results": results,
+            }
+        )

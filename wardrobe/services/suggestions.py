@@ -10,12 +10,15 @@ or likes change) works on the active version's descriptors:
    look when the look is among its FIT_LOOKS best candidates; a look's best item always fits it.
 3. Score = the sum of the fitting items' similarities (looks that fit several items rank higher)
    + LIKE_WEIGHT x the best similarity of the look's snapshots to the liked looks' snapshots.
-4. Complete with: the look's expert-linked items and the catalogue items nearest to its snapshot, those in
-   categories the user does not own first, then by similarity.
-5. A reason naming the fitting items by colour and category: "fits your black shoes and grey top".
+4. Complete with (`outfit`): from the look's expert-linked items and the catalogue items nearest (pgvector) to
+   its snapshot, an outfit that spans categories: at most PER_CATEGORY items of a category, none of a category
+   the look's fitting wardrobe items already cover (unless nothing else is there), listed top to bottom
+   (OUTFIT_ORDER). Expert-linked items are preferred, then the closest.
+5. A reason naming the fitting items by colour and category: "fits your black shoes and navy and cream top"
+   (the colour words stored with each upload, from the garment's own pixels: ml.tagging.colour).
 
-`get_suggestions(user, style, category)` reads them back, filtered by the look's style and by the category of
-the items that complete it.
+`get_suggestions(user, style, category)` reads them back (a queryset, for the page's and the API's pagination),
+filtered by the look's style and by the category of the items that complete it.
 """
 from dataclasses import dataclass, field
 
@@ -38,8 +41,13 @@ FIT_LOOKS = 10  # an item fits the looks among its FIT_LOOKS best candidates
 LIKE_WEIGHT = 0.5
 TOP_OVERALL = 30  # suggestions kept: the best TOP_OVERALL, plus the best TOP_PER_STYLE of each style
 TOP_PER_STYLE = 6
-NEAREST_ITEMS = 12  # catalogue items fetched per suggested look
+NEAREST_ITEMS = 40  # catalogue items fetched per suggested look (a pool of several categories)
 COMPLETE_WITH = 8  # catalogue items kept per suggestion
+PER_CATEGORY = 2  # ... at most this many of one category
+# How an outfit card reads, top to bottom; a category not named here comes after these (by name), none last.
+OUTFIT_ORDER = ("outerwear", "top", "dress", "bottom", "shoes", "bag", "hat", "accessory")
+# A fitting item of the key's category also stands in for these (a dress is a top and a bottom).
+ALSO_COVERS = {"dress": ("top", "bottom")}
 
 
 @dataclass
@@ -51,6 +59,60 @@ class Plan:
     complete_with: list[tuple[int, float, bool]] = field(default_factory=list)  # (item id, similarity, linked)
     liked_similarity: float = 0.0
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A catalogue item that could complete a look."""
+
+    item_id: int
+    category: str | None  # its category's name
+    score: float  # cosine similarity to the look's snapshot
+    linked: bool  # an expert linked it to the look
+
+
+def outfit_position(category: str | None) -> tuple[int, str]:
+    """Where a category's items stand on an outfit card (OUTFIT_ORDER; others after, uncategorised last)."""
+    if category in OUTFIT_ORDER:
+        return OUTFIT_ORDER.index(category), ""
+    return (len(OUTFIT_ORDER), category) if category else (len(OUTFIT_ORDER) + 1, "")
+
+
+def covered_categories(categories) -> set[str]:
+    """The categories an outfit needs no more of, given the categories of the user's fitting items."""
+    covered = {name for name in categories if name}
+    for name in list(covered):
+        covered.update(ALSO_COVERS.get(name, ()))
+    if {"top", "bottom"} <= covered:
+        covered.add("dress")
+    return covered
+
+
+def outfit(
+    candidates, covered=(), limit: int = COMPLETE_WITH, per_category: int = PER_CATEGORY
+) -> list[Candidate]:
+    """The items that complete a look, as an outfit: the one rule behind every "complete it with".
+
+    * Preference: expert-linked items first, then by similarity (then id, for a stable answer).
+    * No item of a `covered` category (the ones the user's fitting items already are), unless no candidate of
+      another category exists; then the covered ones are used under the same caps.
+    * At most `per_category` of one category (uncategorised items count as one category): first the best
+      item of every category, then the second best of each, in preference order, until `limit`.
+    * Listed top to bottom (`outfit_position`), preferred first within a category.
+    """
+    ranked = sorted(candidates, key=lambda c: (not c.linked, -c.score, c.item_id))
+    covered = set(covered)
+    allowed = [c for c in ranked if c.category not in covered] or ranked
+    by_category: dict[str | None, list[Candidate]] = {}
+    for candidate in allowed:
+        by_category.setdefault(candidate.category, []).append(candidate)
+    chosen: list[Candidate] = []
+    for round_ in range(per_category):
+        for group in by_category.values():  # in the order of each category's best candidate
+            if len(chosen) < limit and len(group) > round_:
+                chosen.append(group[round_])
+    rank = {c.item_id: i for i, c in enumerate(ranked)}
+    return sorted(chosen, key=lambda c: (outfit_position(c.category), rank[c.item_id]))
 
 
 def _normalised(matrix: np.ndarray) -> np.ndarray:
@@ -153,9 +215,8 @@ def compute(user, version: ModelVersion | None = None) -> list[Plan]:
     plans = _keep(plans)
 
     # 4. what completes each look, 5. why
-    owned = {item.category_id for item in items.values() if item.category_id}
     snapshot_vectors = {snapshot_keys[i][0]: snapshot_matrix[i] for i in range(len(snapshot_keys))}
-    _complete(plans, snapshot_vectors, owned, version)
+    _complete(plans, snapshot_vectors, items, version)
     liked_cut = np.median([p.liked_similarity for p in plans]) if liked and plans else None
     for plan in plans:
         plan.reason = _reason(plan, items, liked_cut)
@@ -176,7 +237,9 @@ def _keep(plans: list[Plan]) -> list[Plan]:
     return kept
 
 
-def _complete(plans: list[Plan], snapshot_vectors: dict, owned: set, version: ModelVersion) -> None:
+def _complete(plans: list[Plan], snapshot_vectors: dict, items: dict, version: ModelVersion) -> None:
+    """Fills each plan's complete_with: `outfit` over its look's linked items and the items nearest to its
+    snapshot, the categories of its fitting wardrobe items covered."""
     look_ids = [p.look_id for p in plans]
     linked: dict[int, list[int]] = {}
     for look_id, item_id in LookItem.objects.filter(look_id__in=look_ids).values_list("look_id", "item_id"):
@@ -187,25 +250,26 @@ def _complete(plans: list[Plan], snapshot_vectors: dict, owned: set, version: Mo
         ).values_list("item_id", "embedding")
     )
     linked_row = {item_id: row for row, item_id in enumerate(linked_ids)}
-    candidates_per_plan = []
+    pools = []
     for plan in plans:
         query = snapshot_vectors[plan.snapshot_id]
-        candidates = {}
+        pool = {}
         for item_id in linked.get(plan.look_id, []):
             if item_id in linked_row:
-                candidates[item_id] = (float(linked_matrix[linked_row[item_id]] @ query), True)
+                pool[item_id] = (float(linked_matrix[linked_row[item_id]] @ query), True)
         for match in nearest(query, "item", k=NEAREST_ITEMS, version=version):
-            candidates.setdefault(match.id, (match.score, False))
-        candidates_per_plan.append(candidates)
+            pool.setdefault(match.id, (match.score, False))
+        pools.append(pool)
     category_of = dict(
-        Item.objects.filter(id__in={i for c in candidates_per_plan for i in c}).values_list("id", "category_id")
+        Item.objects.filter(id__in={i for pool in pools for i in pool}).values_list("id", "category__name")
     )
-    for plan, candidates in zip(plans, candidates_per_plan):
-        ranked = sorted(
-            candidates.items(),
-            key=lambda entry: (category_of.get(entry[0]) in owned, not entry[1][1], -entry[1][0], entry[0]),
-        )
-        plan.complete_with = [(item_id, score, is_linked) for item_id, (score, is_linked) in ranked[:COMPLETE_WITH]]
+    for plan, pool in zip(plans, pools):
+        covered = covered_categories(items[i].category.name for i in plan.your_items if items[i].category_id)
+        candidates = [
+            Candidate(item_id, category_of.get(item_id), score, is_linked)
+            for item_id, (score, is_linked) in pool.items()
+        ]
+        plan.complete_with = [(c.item_id, c.score, c.linked) for c in outfit(candidates, covered)]
 
 
 def describe(item: WardrobeItem) -> str:
@@ -277,9 +341,9 @@ def recompute(user_id: int) -> int:
         return len(plans)
 
 
-def get_suggestions(user, style: str | None = None, category: str | None = None) -> list[Suggestion]:
-    """The user's stored suggestions, best first, filtered by the look's style and by the category of the
-    items that complete it.
+def get_suggestions(user, style: str | None = None, category: str | None = None):
+    """The user's stored suggestions, best first (a lazy queryset: paginate it), filtered by the look's style and
+    by the category of the items that complete it.
 
     None means "use the user's saved preference" (no filter when they saved none); "" means no filter.
     """
@@ -296,7 +360,7 @@ def get_suggestions(user, style: str | None = None, category: str | None = None)
         suggestions = suggestions.filter(
             id__in=SuggestedItem.objects.filter(item__category__name=category).values("suggestion_id")
         )
-    return list(
+    return (
         suggestions.select_related("look", "look__style", "snapshot")
         .prefetch_related(
             Prefetch("your_items", queryset=WardrobeItem.objects.select_related("category", "style")),

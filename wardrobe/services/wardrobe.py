@@ -5,13 +5,14 @@ suggestions queues `wardrobe.tasks.recompute_suggestions` for that user once the
 fashionsite.queueing.enqueue (services never import tasks).
 """
 
-import numpy as np
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
 
 from fashionsite.queueing import BULK_QUEUE, INTERACTIVE_QUEUE, enqueue
+from ml.images import ImageError, load_rgb
+from ml.tagging.colour import colour_words
 from recommender.models import Category, Descriptor, Look, Style
 from recommender.services.embedding import create_pending_descriptors, queue_embedding
 from recommender.services.reembedding import versions_receiving_new_images
@@ -33,46 +34,6 @@ def taxonomy_row(model, name: str | None, what: str):
         known = ", ".join(model.objects.order_by("name").values_list("name", flat=True)) or "none defined"
         raise ValueError(f"unknown {what} {name!r} (known: {known})")
     return row
-
-
-# ---------------------------------------------------------------------------------------------------- colour
-
-# (name, RGB) reference colours for naming an item's dominant colour on suggestion cards.
-_COLOURS = {
-    "red": (200, 30, 40), "orange": (235, 130, 30), "yellow": (235, 210, 50), "green": (50, 140, 60),
-    "olive": (110, 110, 50), "teal": (30, 130, 130), "blue": (40, 90, 200), "navy": (25, 35, 80),
-    "purple": (120, 60, 150), "pink": (235, 150, 180), "brown": (110, 70, 40), "beige": (215, 195, 160),
-}
-
-
-def dominant_colour(image) -> str:
-    """A plain colour name for the garment in a product photo (a PIL RGB image), from its pixels.
-
-    Only the middle of the picture counts, and near-white pixels there are taken as the studio background
-    unless they are nearly all of it. Each pixel
-    gets a name (achromatic ones black/grey/white by brightness, the others the nearest reference colour)
-    and the most frequent name wins.
-    """
-    width, height = image.size  # the garment is nearly always in the middle of the picture
-    middle = image.convert("RGB").crop((width // 5, height // 7, width - width // 5, height - height // 7))
-    pixels = np.asarray(middle.resize((64, 64)), dtype=np.float32).reshape(-1, 3)
-    high, low = pixels.max(axis=1), pixels.min(axis=1)
-    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1), 0)
-    background = (low > 235) & (saturation < 0.08)
-    if (~background).sum() >= 0.05 * len(pixels):
-        pixels, high, saturation = pixels[~background], high[~background], saturation[~background]
-    names = np.empty(len(pixels), dtype=object)
-    grey = (saturation < 0.25) | (high < 45)
-    names[grey & (high < 60)] = "black"
-    names[grey & (high >= 60) & (high < 200)] = "grey"
-    names[grey & (high >= 200)] = "white"
-    chroma = ~grey
-    if chroma.any():
-        references = np.array(list(_COLOURS.values()), dtype=np.float32)
-        distances = ((pixels[chroma, None, :] - references[None]) ** 2).sum(axis=2)
-        names[chroma] = np.array(list(_COLOURS), dtype=object)[distances.argmin(axis=1)]
-    values, counts = np.unique(names.astype(str), return_counts=True)
-    return str(values[counts.argmax()])
 
 
 # ---------------------------------------------------------------------------------------------------- wardrobe
@@ -106,7 +67,7 @@ def add_wardrobe_items(user, files, category: str | None = None, style: str | No
         for upload in checked:
             item = WardrobeItem(
                 owner=user, sha256=upload.sha256, category=category_row, style=style_row,
-                colour=dominant_colour(upload.image),
+                colour=colour_words(upload.image),  # the garment's pixels: a few ms on a shrunk copy
             )
             item.image.save(upload.generated_name(), ContentFile(upload.data), save=True)
             for version in versions:
@@ -179,6 +140,50 @@ def delete_wardrobe_item(user, item_id) -> None:
         schedule_suggestions(user.pk)
         if name and not WardrobeItem.objects.filter(image=name).exists():
             transaction.on_commit(lambda: storage.delete(name))
+
+
+MAX_PROBLEMS_LISTED = 100
+
+
+def recolour_wardrobe_items(progress: bool = False, batch_size: int = 200) -> tuple[dict, list[str]]:
+    """Recomputes every upload's colour words from its photo (after the colour rule changed), a batch at a
+    time (memory stays flat), and queues the suggestions of the owners whose words changed (their reasons name
+    them). Idempotent; an unreadable file keeps its words. Returns ({changed, unchanged, failed} counts, the
+    problems of the first MAX_PROBLEMS_LISTED failed ones)."""
+    from tqdm import tqdm
+
+    outcome = {"changed": 0, "unchanged": 0, "failed": 0}
+    owners, problems = set(), []
+    rows = WardrobeItem.objects.order_by("id").only("id", "owner_id", "image", "colour")
+    bar = tqdm(total=rows.count(), desc="colour words", unit="img", disable=not progress)
+    batch = []
+    for item in rows.iterator(chunk_size=batch_size):
+        try:
+            with item.image.open("rb") as handle:
+                words = colour_words(load_rgb(handle, name=item.image.name, draft_size=256))
+        except (ImageError, OSError) as error:
+            outcome["failed"] += 1
+            if len(problems) < MAX_PROBLEMS_LISTED:
+                problems.append(f"wardrobe item {item.id}: {error}")
+        else:
+            if words == item.colour:
+                outcome["unchanged"] += 1
+            else:
+                item.colour = words
+                batch.append(item)
+                owners.add(item.owner_id)
+        if len(batch) >= batch_size:
+            WardrobeItem.objects.bulk_update(batch, ["colour"])
+            outcome["changed"] += len(batch)
+            batch = []
+        bar.update()
+    WardrobeItem.objects.bulk_update(batch, ["colour"])
+    outcome["changed"] += len(batch)
+    bar.close()
+    with transaction.atomic():
+        for owner_id in sorted(owners):
+            schedule_suggestions(owner_id)
+    return outcome, problems
 
 
 # ---------------------------------------------------------------------------------------------------- likes
