@@ -50,12 +50,46 @@ def send_now(task_name: str, args=(), queue: str | None = None, countdown: float
 
 
 def enqueue(task_name: str, args=(), queue: str | None = None, countdown: float | None = None,
-            on_sent: Callable[[], None] | None = None) -> None:
+            on_sent: Callable[[], None] | None = None, coalesce: str | None = None) -> None:
     """Queues `task_name(*args)` once the current transaction commits (at once outside a transaction).
-    `on_sent` runs after a successful send (e.g. to record when the rows were queued)."""
+    `on_sent` runs after a successful send (e.g. to record when the rows were queued).
+
+    `coalesce`: a key naming the work (e.g. "suggestions:42"). While a task with that key waits in the queue,
+    another is not sent: the one waiting will see every change made before it starts (its task calls
+    `started(key)` first). Ten uploads in a row thus cost one recomputation, not ten in a queue."""
 
     def send():
-        if send_now(task_name, args, queue=queue, countdown=countdown) and on_sent is not None:
-            on_sent()
+        if coalesce is not None and not _claim(coalesce):
+            return  # one is already waiting
+        if send_now(task_name, args, queue=queue, countdown=countdown):
+            if on_sent is not None:
+                on_sent()
+        elif coalesce is not None:
+            started(coalesce)
 
     transaction.on_commit(send)
+
+
+COALESCE_TTL = 600  # seconds: a claim outlives a lost message only this long
+
+
+def _redis():
+    import redis
+    from django.conf import settings
+
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=1, socket_connect_timeout=1)
+
+
+def _claim(key: str) -> bool:
+    try:
+        return bool(_redis().set(f"fashionsite:queued:{key}", 1, nx=True, ex=COALESCE_TTL))
+    except Exception:  # noqa: BLE001 - the broker is down: the send fails and says so
+        return True
+
+
+def started(key: str) -> None:
+    """Called by a coalesced task as it starts: changes from now on queue another run."""
+    try:
+        _redis().delete(f"fashionsite:queued:{key}")
+    except Exception:  # noqa: BLE001
+        pass

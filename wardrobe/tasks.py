@@ -9,6 +9,8 @@ from recommender.tasks import TRANSIENT_ERRORS
              max_retries=5)
 def recompute_suggestions(user_id):
     """Recomputes and stores one user's outfit suggestions; returns how many there are."""
+    from fashionsite.queueing import started
     from wardrobe.services.suggestions import recompute
 
+    started(f"suggestions:{user_id}")  # changes from now on queue another run; earlier ones are seen by this one
     return recompute(user_id)

@@ -242,7 +242,7 @@ def set_preferences(user, style: str | None, category: str | None) -> Preference
 def schedule_suggestions(user_id: int) -> None:
     """Queues the recomputation of the user's suggestions once the current transaction commits (broker down:
     logged; the next change, or the descriptor turning ready, recomputes them)."""
-    enqueue("wardrobe.tasks.recompute_suggestions", (user_id,))
+    enqueue("wardrobe.tasks.recompute_suggestions", (user_id,), coalesce=f"suggestions:{user_id}")
 
 
 def schedule_suggestions_for_everyone() -> int:

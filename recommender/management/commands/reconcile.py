@@ -37,6 +37,9 @@ class Command(BaseCommand):
             try:
                 close_old_connections()
                 report = reconcile()
+                if "skipped" in report:  # another reconciler (the beat's task, update_db) is on it
+                    time.sleep(every)
+                    continue
                 broker = report.get("broker")
                 if broker != broker_was:
                     logger.warning("reconciler: broker %s", broker)
