@@ -185,10 +185,10 @@ def main() -> None:
         started = time.monotonic()
         pid = platform.kill(match)
         print(f"killed {name} (pid {pid}, SIGKILL to its process group)", flush=True)
-        seconds = recovered(pid, started)
+        seconds, detail = recovered(pid, started)
         failures = load.failures(started, time.monotonic())
-        results.append((name, seconds, failures))
-        print(f"  recovered in {seconds:.1f} s; failed during it: searches {failures['search'][0]}/"
+        results.append((name, seconds, detail, failures))
+        print(f"  recovered in {seconds:.1f} s ({detail}); failed during it: searches {failures['search'][0]}/"
               f"{failures['search'][1]}, uploads {failures['upload'][0]}/{failures['upload'][1]}", flush=True)
         wait_for(lambda: healthy(url), 240, "the platform healthy again")
         time.sleep(args.settle)
@@ -199,22 +199,24 @@ def main() -> None:
         while during is None and time.monotonic() < deadline:  # an upload while Redis is (or was just) down
             during = load.upload()
         wait_for(lambda: healthy(url), 240, "/healthz 200 after Redis was killed")
+        health = time.monotonic() - started
         if during is not None:
             wait_for(lambda: status_of(url, token, during) == "ready", 240, "the upload made without Redis ready")
-        return time.monotonic() - started
+        return time.monotonic() - started, f"/healthz 200 after {health:.1f} s, then the upload made meanwhile ready"
 
     def worker_recovered(match):
         def recovered(pid, started):
             wait_for(lambda: platform.restarted(match, pid), 120, f"a new {match} worker")
+            restarted = time.monotonic() - started
             upload = load.upload()
             if upload is not None:
                 wait_for(lambda: status_of(url, token, upload) == "ready", 300, "an upload after the kill ready")
-            return time.monotonic() - started
+            return time.monotonic() - started, f"restarted after {restarted:.1f} s, then an upload made then ready"
         return recovered
 
     def web_recovered(pid, started):
         wait_for(lambda: healthy(url), 240, "/healthz 200 after the web was killed")
-        return time.monotonic() - started
+        return time.monotonic() - started, "/healthz 200 again"
 
     if platform.service("redis-server") is not None:
         fault("redis", "redis-server", redis_recovered)
@@ -234,10 +236,10 @@ def main() -> None:
             break
         time.sleep(2)
     counts = {s: sum(1 for v in statuses.values() if v == s) for s in set(statuses.values())}
-    print("\n| fault | recovery (s) | searches failed during it | uploads failed during it |")
-    print("| --- | --- | --- | --- |")
-    for name, seconds, failures in results:
-        print(f"| {name} | {seconds:.1f} | {failures['search'][0]} of {failures['search'][1]} | "
+    print("\n| fault | recovery (s) | until | searches failed during it | uploads failed during it |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, seconds, detail, failures in results:
+        print(f"| {name} | {seconds:.1f} | {detail} | {failures['search'][0]} of {failures['search'][1]} | "
               f"{failures['upload'][0]} of {failures['upload'][1]} |")
     total_searches = sum(1 for e in load.events if e[1] == "search")
     failed_searches = sum(1 for e in load.events if e[1] == "search" and not e[2])
