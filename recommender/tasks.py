@@ -1,9 +1,8 @@
 """Celery tasks. They take ids, are idempotent (a redelivered task finds its work done) and keep their state in
-the database, so a worker that dies mid-task leaves work that is picked up again."""
-from datetime import timedelta
-
+the database, so a worker that dies mid-task leaves work that is picked up again. Services never import this
+module: they queue tasks by name through fashionsite.queueing.enqueue."""
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from django.db import InterfaceError, OperationalError
 
 from recommender.services import embedding
@@ -20,9 +19,16 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutEr
     max_retries=5,
 )
 def embed_descriptors(self, descriptor_ids):
-    """Embeds a batch of descriptors; once the retries are used up, marks them failed with the error."""
+    """Embeds a batch of descriptors; once the retries are used up, marks them failed with the error.
+
+    A pool process killed mid-batch (reject_on_worker_lost) sends the batch back to its queue; each image counts
+    its tries (recommender.services.embedding.MAX_ATTEMPTS), so one that kills its worker every time ends failed
+    instead of blocking the queue."""
+    from recommender.models import Descriptor
+    from recommender.services.reembedding import finish_jobs_of
+
     try:
-        return embedding.compute_descriptors(descriptor_ids)
+        outcome = embedding.compute_descriptors(descriptor_ids)
     except TRANSIENT_ERRORS:
         raise
     except Exception as error:
@@ -30,12 +36,16 @@ def embed_descriptors(self, descriptor_ids):
             embedding.mark_failed(descriptor_ids, f"{type(error).__name__}: {error}")
             return {"failed": len(descriptor_ids)}
         raise self.retry(exc=error, countdown=2 ** self.request.retries)
+    finish_jobs_of(set(Descriptor.objects.filter(id__in=descriptor_ids).values_list("model_version_id", flat=True)))
+    return outcome
 
 
-@shared_task(acks_late=True)
-def embed_pending():
-    """Periodic safety net: re-queues failed descriptors and pending ones nobody touched for 10 minutes."""
-    return embedding.requeue_pending(stale_after=timedelta(minutes=10))
+@shared_task(acks_late=True, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=3)
+def reconcile():
+    """Brings the queue in line with the database and advances the jobs (recommender.services.reconcile)."""
+    from recommender.services.reconcile import reconcile as run
+
+    return run()
 
 
 @worker_process_init.connect
@@ -50,29 +60,28 @@ def load_active_model(**_):
         pass
 
 
-@shared_task(acks_late=True, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=None)
-def check_reembedding(job_id):
-    """Polls a re-embedding job until it is done or failed; switches the active version when complete."""
-    from recommender.models import ReembedJob
-    from recommender.services.reembedding import finish_if_complete
+@worker_ready.connect
+def reconcile_on_start(**_):
+    """A worker that (re)starts sends what was left unsent or lost while it (or Redis) was down."""
+    from fashionsite.queueing import send_now
 
-    job = finish_if_complete(job_id)
-    if job.state == ReembedJob.State.RUNNING:
-        check_reembedding.apply_async((job_id,), countdown=2)
-    return job.state
+    send_now("recommender.tasks.reconcile")
 
 
 @shared_task(bind=True, acks_late=True)
 def train_catalogue_model(self, job_id):
     """The first start's background training (on the "training" queue, its own worker process)."""
+    from django.utils import timezone
+
     from recommender.models import Descriptor, TrainingJob
     from recommender.services import training
 
-    job = TrainingJob.objects.get(pk=job_id)
-    if job.state not in (TrainingJob.State.QUEUED, TrainingJob.State.RUNNING):
-        return job.state  # done already: a redelivered task does nothing
+    job = TrainingJob.objects.filter(pk=job_id).first()
+    if job is None or job.state not in (TrainingJob.State.QUEUED, TrainingJob.State.RUNNING):
+        return job and job.state  # done already (or deleted): a redelivered task does nothing
     if Descriptor.objects.for_active_version().filter(status=Descriptor.Status.PENDING).exists():
-        # let the catalogue finish embedding first: both share the 2 cores
+        # let the catalogue finish embedding first: both share the 2 cores (the job is on its way: not lost)
+        TrainingJob.objects.filter(pk=job_id).update(queued_at=timezone.now())
         raise self.retry(countdown=30, max_retries=None)
     try:
         training.train_catalogue_model(job)
@@ -84,7 +93,10 @@ def train_catalogue_model(self, job_id):
     return TrainingJob.State.REEMBEDDING
 
 
-@shared_task(acks_late=True, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=5)
+# reject_on_worker_lost=False: a tagging task whose worker dies is dropped, not redelivered forever (an image
+# that crashed the tagger would otherwise loop); `manage.py tag_categories` tags whatever was left
+@shared_task(acks_late=True, reject_on_worker_lost=False, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True,
+             max_retries=5)
 def tag_images(item_ids=(), wardrobe_item_ids=(), look_ids=()):
     """Automatic category (items, uploads) and style (looks, uploads) for images that have none; idempotent,
     never overwrites a category or style already set. The classifier is loaded once per worker process."""

@@ -67,7 +67,8 @@ def _database_url_for_tests() -> str:
 
 @pytest.fixture(scope="session")
 def _celery_worker_session(django_db_setup, django_db_blocker):
-    """A real `celery worker` process on the test database and the test Redis, stopped after the session."""
+    """A real `celery worker` process on the test database and the test Redis, stopped after the session. It
+    consumes the bulk and the interactive queues (`make run` gives each its own worker process)."""
     from fashionsite.celery import app
     from fashionsite.launcher import worker_command
 
@@ -77,7 +78,8 @@ def _celery_worker_session(django_db_setup, django_db_blocker):
     log_path = Path(os.environ.get("FASHIONSITE_DATA_DIR", PROJECT_ROOT / "var" / "test")) / "test-worker.log"
     log = log_path.open("w")
     process = subprocess.Popen(
-        worker_command(concurrency=1, beat=False), cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        worker_command(concurrency=1, beat=False, queue="celery,interactive"), cwd=PROJECT_ROOT, env=env,
+        stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 120
     while not (app.control.inspect(timeout=1).ping() or {}):
@@ -101,7 +103,8 @@ def _worker_is_idle() -> bool:
 
     inspector = app.control.inspect(timeout=0.5)
     busy = [tasks for reply in (inspector.active() or {}, inspector.reserved() or {}) for tasks in reply.values()]
-    queued = redis.Redis.from_url(settings.REDIS_URL).llen("celery")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    queued = client.llen("celery") + client.llen("interactive")
     return not any(busy) and queued == 0
 
 

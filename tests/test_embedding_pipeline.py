@@ -70,8 +70,8 @@ def test_a_corrupt_stored_image_fails_with_its_error(embedded_catalogue, active_
     """An image that became unreadable after import is marked failed with the error, not retried forever."""
     item = Item.objects.first()
     descriptor = Descriptor.objects.get(item=item)
-    descriptor.status = Descriptor.Status.PENDING
-    descriptor.save()
+    descriptor.status, descriptor.queued_at, descriptor.attempts = Descriptor.Status.PENDING, None, 0
+    descriptor.save()  # pending and never sent: the reconciler (embed_pending) sends it
     with open(item.image.path, "wb") as handle:
         handle.write(b"garbage")
     call_command("embed_pending", verbosity=0)

@@ -294,10 +294,11 @@ class CategoryTagger:
     def tag_vectors(self, paths, vectors) -> list[Tag]:
         return [Tag(os.fspath(p), c, conf) for p, (c, conf) in zip(paths, self.head.predict(vectors))]
 
-    def tag_files(self, paths, batch_size: int = 32) -> tuple[list[Tag], dict[str, str]]:
+    def tag_files(self, paths, batch_size: int = 32, open_file=None) -> tuple[list[Tag], dict[str, str]]:
         """Tags image files: ``(tags, errors)``, tags in input order for the readable files, ``errors`` maps
-        each unreadable file to its message (a bad file never stops the rest)."""
-        ok, vectors, errors = self.embedder.embed_files(paths, batch_size=batch_size)
+        each unreadable file to its message (a bad file never stops the rest). ``open_file(name)`` opens a
+        name as a binary file object (default: the local file ``name``; e.g. a Django storage's file)."""
+        ok, vectors, errors = self.embedder.embed_files(paths, batch_size=batch_size, open_file=open_file)
         return (self.tag_vectors(ok, vectors) if ok else []), errors
 
 

@@ -1,7 +1,6 @@
 """The catalogue's API: registration and tokens, the two searches (open to anonymous users, throttled) and
 the staff-only re-embedding."""
-from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import APIException, Throttled
@@ -28,7 +27,7 @@ from recommender.api.serializers import (
     absolute_url,
 )
 from recommender.models import ReembedJob
-from recommender.services.reembedding import refresh_progress, start_reembedding
+from recommender.services.reembedding import ReembeddingInProgress, refresh_progress, start_reembedding
 from recommender.services.search import search_items, search_looks
 from recommender.services.uploads import UploadError, check_upload
 
@@ -128,6 +127,11 @@ class LookSearchView(_SearchView):
                          "recognised_item": found.recognised.as_dict(url) if found.recognised else None})
 
 
+class ReembeddingConflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "reembedding_in_progress"
+
+
 class ReembedView(APIView):
     """Staff only: re-embeds every image with a model version through the workers; the version becomes active
     when every image has its new descriptor (the old one keeps serving meanwhile)."""
@@ -141,10 +145,10 @@ class ReembedView(APIView):
     def post(self, request):
         serializer = ReembedSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        version = serializer.validated_data["model_version"]
-        with transaction.atomic():
-            job = ReembedJob.objects.filter(model_version=version, state=ReembedJob.State.RUNNING).first()
-            job = job or start_reembedding(version)
+        try:
+            job = start_reembedding(serializer.validated_data["model_version"])
+        except ReembeddingInProgress as error:
+            raise ReembeddingConflict(str(error))
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 

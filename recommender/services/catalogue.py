@@ -2,11 +2,14 @@
 
 Idempotent (a second run adds nothing), deduplicates items by the SHA-256 of their bytes, and skips a file that
 is not a readable image (reporting it by name) without losing the rest. Every new image gets a pending
-descriptor for the active model version (and any version being re-embedded) and is queued for the workers.
+descriptor for the active model version (and any version being re-embedded) and is queued for the workers as
+the import goes (a large folder streams: one file in memory at a time, descriptors sent in chunks).
 """
 import csv
 import hashlib
 import io
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,17 +51,35 @@ class ImportReport:
         )
 
 
-def entries_from_folder(folder: Path) -> list[ImportEntry]:
+class FolderEntries(Sequence):
+    """The images of a folder in the original layout, in look order, made into ImportEntry rows one at a time:
+    only their file names are held (a folder of 1M images costs its names, not 1M entries)."""
+
+    def __init__(self, folder: Path, names: list[str]):
+        self.folder, self.names = folder, names
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return FolderEntries(self.folder, self.names[index])
+        name = parse_layout_name(self.names[index])
+        return ImportEntry(look=name.look, role=name.role, path=self.folder / self.names[index])
+
+
+def entries_from_folder(folder: Path) -> FolderEntries:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
-    entries = []
-    for path in sorted(folder.iterdir()):
-        name = parse_layout_name(path.name)
-        if name is not None:
-            entries.append(ImportEntry(look=name.look, role=name.role, path=path))
-    entries.sort(key=lambda e: (int(e.look) if e.look.isdigit() else e.look, e.role, e.path.name))
-    return entries
+    parsed = []
+    with os.scandir(folder) as found:
+        for entry in found:
+            name = parse_layout_name(entry.name)
+            if name is not None:
+                parsed.append((int(name.look) if name.look.isdigit() else name.look, name.role, entry.name))
+    parsed.sort(key=lambda e: (isinstance(e[0], str), e))
+    return FolderEntries(folder, [file_name for *_, file_name in parsed])
 
 
 def entries_from_manifest(manifest: Path, base: Path | None = None) -> list[ImportEntry]:
@@ -88,7 +109,12 @@ def entries_from_manifest(manifest: Path, base: Path | None = None) -> list[Impo
     return entries
 
 
+QUEUE_EVERY = 256  # new descriptors: sent to the workers as the import goes, so they start at once
+
+
 def import_entries(entries: list[ImportEntry], progress: bool = False) -> ImportReport:
+    """Imports the entries one file at a time (each in its own transaction; one file's bytes in memory at a
+    time) and queues the new descriptors every QUEUE_EVERY, so a large folder streams into the workers."""
     report = ImportReport()
     versions = versions_receiving_new_images()
     new_descriptor_ids = []
@@ -104,6 +130,9 @@ def import_entries(entries: list[ImportEntry], progress: bool = False) -> Import
             if image is not None:
                 for version in versions:
                     new_descriptor_ids.append(create_pending_descriptors(version, **image).id)
+        if len(new_descriptor_ids) >= QUEUE_EVERY:
+            queue_embedding(new_descriptor_ids)
+            new_descriptor_ids = []
     queue_embedding(new_descriptor_ids)
     return report
 

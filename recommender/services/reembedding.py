@@ -3,16 +3,27 @@
 The switch happens only when every image has a ready descriptor under the new version; while the job runs,
 queries keep using the old active version, and a job that ends with failed images leaves the old one active.
 """
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from fashionsite.queueing import enqueue
 from recommender.models import Descriptor, Item, ModelVersion, ReembedJob, Snapshot
-from recommender.services.embedding import queue_embedding
 from recommender.services.versions import activate
 from wardrobe.models import WardrobeItem
 
 IMAGE_MODELS = {"snapshot": Snapshot, "item": Item, "wardrobe_item": WardrobeItem}
+
+
+class ReembeddingInProgress(Exception):
+    """A re-embedding is already running: two at once would race to switch the active version."""
+
+    def __init__(self, job: ReembedJob):
+        self.job = job
+        super().__init__(
+            f"re-embedding job {job.id} with {job.model_version.name} is still running "
+            f"({job.done}/{job.total} done); start another when it has finished"
+        )
 
 
 def versions_receiving_new_images() -> list[ModelVersion]:
@@ -24,30 +35,47 @@ def versions_receiving_new_images() -> list[ModelVersion]:
     )
 
 
-def describe_missing_images(version: ModelVersion) -> list[Descriptor]:
-    """Creates a pending descriptor under `version` for every image that has none; returns them."""
-    created = []
-    for kind, model in IMAGE_MODELS.items():
-        described = Descriptor.objects.filter(model_version=version, **{f"{kind}__isnull": False})
-        missing = model.objects.exclude(id__in=described.values(f"{kind}_id")).values_list("id", flat=True)
-        created += Descriptor.objects.bulk_create(
-            [Descriptor(model_version=version, **{f"{kind}_id": image_id}) for image_id in missing]
-        )
+def describe_missing_images(version: ModelVersion) -> int:
+    """Creates a pending descriptor under `version` for every image that has none (one INSERT ... SELECT per
+    kind of image, in the database: nothing held in memory at 1M images); returns how many."""
+    created = 0
+    table = Descriptor._meta.db_table
+    with connection.cursor() as cursor:
+        for kind, model in IMAGE_MODELS.items():
+            column = f"{kind}_id"
+            cursor.execute(
+                f"INSERT INTO {table} (model_version_id, {column}, status, error, updated, attempts) "
+                f"SELECT %s, image.id, %s, '', now(), 0 FROM {model._meta.db_table} image "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {table} d WHERE d.model_version_id = %s AND d.{column} = image.id) "
+                f"ON CONFLICT DO NOTHING",
+                [version.id, Descriptor.Status.PENDING, version.id],
+            )
+            created += cursor.rowcount
     return created
 
 
-@transaction.atomic
-def start_reembedding(version: ModelVersion) -> ReembedJob:
-    """Creates the missing descriptors of `version` for every image, queues all not ready, returns the job."""
-    job = ReembedJob.objects.create(model_version=version)
-    describe_missing_images(version)
-    not_ready = Descriptor.objects.filter(model_version=version).exclude(status=Descriptor.Status.READY)
-    not_ready.filter(status=Descriptor.Status.FAILED).update(status=Descriptor.Status.PENDING, error="")
-    queue_embedding(not_ready.values_list("id", flat=True))
-    refresh_progress(job)
-    from recommender.tasks import check_reembedding
+def running_job() -> ReembedJob | None:
+    return ReembedJob.objects.filter(state=ReembedJob.State.RUNNING).select_related("model_version").first()
 
-    transaction.on_commit(lambda: check_reembedding.apply_async((job.id,), countdown=1))
+
+def start_reembedding(version: ModelVersion) -> ReembedJob:
+    """Creates the missing descriptors of `version` for every image and a running job; the reconciler sends
+    them to the workers (the bulk queue filled a bounded amount at a time) and switches the version when all
+    are ready. Raises ReembeddingInProgress when a re-embedding is already running."""
+    try:
+        with transaction.atomic():
+            job = ReembedJob.objects.create(model_version=version)  # one running job at most (a constraint)
+            describe_missing_images(version)
+            Descriptor.objects.filter(model_version=version).exclude(status=Descriptor.Status.READY).update(
+                status=Descriptor.Status.PENDING, queued_at=None, attempts=0, error=""
+            )
+            refresh_progress(job)
+            enqueue("recommender.tasks.reconcile")
+    except IntegrityError:
+        running = running_job()
+        if running is None:  # it finished meanwhile: try once more
+            return start_reembedding(version)
+        raise ReembeddingInProgress(running)
     return job
 
 
@@ -63,6 +91,15 @@ def refresh_progress(job: ReembedJob) -> ReembedJob:
     return job
 
 
+def finish_jobs_of(version_ids) -> None:
+    """Called by the worker after a batch: finishes the running job of these versions at once when no image
+    is left pending (the reconciler would do it on its next pass)."""
+    for job in ReembedJob.objects.filter(state=ReembedJob.State.RUNNING, model_version_id__in=version_ids):
+        if not Descriptor.objects.filter(model_version_id=job.model_version_id,
+                                         status=Descriptor.Status.PENDING).exists():
+            finish_if_complete(job.id)
+
+
 @transaction.atomic
 def finish_if_complete(job_id: int) -> ReembedJob:
     """Switches the active version when every image is embedded, fails the job when nothing is left to try.
@@ -76,13 +113,13 @@ def finish_if_complete(job_id: int) -> ReembedJob:
     if job.done == job.total == images:
         activate(job.model_version)
         job.state, job.finished = ReembedJob.State.DONE, timezone.now()
-    elif job.done + job.failed == job.total:
+    elif job.done + job.failed == job.total and job.total >= images:
         errors = Descriptor.objects.filter(
             model_version=job.model_version, status=Descriptor.Status.FAILED
         ).values_list("error", flat=True)[:5]
         job.state, job.finished = ReembedJob.State.FAILED, timezone.now()
         job.error = f"{job.failed} images failed, the active version is unchanged: " + "; ".join(errors)
-    elif job.total < images:  # images arrived before the job could describe them
-        queue_embedding(d.id for d in describe_missing_images(job.model_version))
+    elif job.total < images:  # images arrived before the job could describe them (the reconciler sends them)
+        describe_missing_images(job.model_version)
     job.save()
     return job

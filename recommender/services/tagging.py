@@ -72,9 +72,6 @@ class NotEnoughLabels(ValueError):
     """Too few labelled descriptors under a version to train its category head."""
 
 
-def read_image(row):
-    """What the file tagger reads for an Item or WardrobeItem: the one place tagging opens an image."""
-    return row.image.path
 
 
 def get_tagger():
@@ -295,8 +292,10 @@ def _tags_from_files(model, rows) -> tuple[dict[int, tuple[str, float]], int]:
     """pk -> (category, confidence) from the image files (second forward pass), and the unreadable count."""
     if not rows:
         return {}, 0
-    by_path = {read_image(row): row for row in rows}
-    tags, errors = get_tagger().tag_files(list(by_path), batch_size=BATCH_SIZE)
+    # read through the storage API (never a local path): STORAGES may be S3-compatible storage
+    by_path = {row.image.name: row for row in rows}
+    tags, errors = get_tagger().tag_files(list(by_path), batch_size=BATCH_SIZE,
+                                          open_file=lambda name: by_path[name].image.storage.open(name, "rb"))
     for path, message in errors.items():
         logger.warning("category tagging skipped %s %s: %s", model.__name__, by_path[path].pk, message)
     return {by_path[tag.path].pk: (tag.category, tag.confidence) for tag in tags}, len(errors)
@@ -495,17 +494,12 @@ def on_descriptors_ready(sender, descriptors, **kwargs):
         if not (item_ids or wardrobe_ids or look_ids):
             return
 
-        from recommender.tasks import tag_images as task
+        from fashionsite.queueing import BULK_QUEUE, INTERACTIVE_QUEUE, enqueue
 
-        args = (sorted(item_ids), sorted(wardrobe_ids), sorted(look_ids))
-
-        def send():
-            try:
-                task.delay(*args)
-            except Exception as error:  # broker unreachable: `tag_categories` catches up later
-                logger.warning("could not queue tagging of %s: %s", args, error)
-
-        transaction.on_commit(send)
+        # an upload's tags are waited for (its own queue); the catalogue's go with the bulk work
+        # (broker unreachable: logged, and `manage.py tag_categories` catches up later)
+        enqueue("recommender.tasks.tag_images", (sorted(item_ids), sorted(wardrobe_ids), sorted(look_ids)),
+                queue=INTERACTIVE_QUEUE if wardrobe_ids else BULK_QUEUE)
     except Exception:  # noqa: BLE001
         logger.exception("tagging receiver failed; the images stay untagged until `tag_categories`")
 

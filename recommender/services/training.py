@@ -35,12 +35,21 @@ def needs_initial_training() -> bool:
 def export_catalogue(target: Path) -> Path:
     """Links every look's snapshots and items into `target` as {look id}_{k}_part/reco files."""
     target.mkdir(parents=True, exist_ok=True)
-    for look in Look.objects.prefetch_related("snapshots", "items"):
+    for look in Look.objects.prefetch_related("snapshots", "items").iterator(chunk_size=500):
         for k, snapshot in enumerate(look.snapshots.all()):
-            os.symlink(snapshot.image.path, target / f"{look.pk}_{k}_part{Path(snapshot.image.name).suffix}")
+            _export_image(snapshot.image, target / f"{look.pk}_{k}_part{Path(snapshot.image.name).suffix}")
         for k, item in enumerate(look.items.all()):
-            os.symlink(item.image.path, target / f"{look.pk}_{k}_reco{Path(item.image.name).suffix}")
+            _export_image(item.image, target / f"{look.pk}_{k}_reco{Path(item.image.name).suffix}")
     return target
+
+
+def _export_image(field, link: Path) -> None:
+    """A link to the stored file where the storage is a local folder, else a copy read through the storage."""
+    try:
+        os.symlink(field.storage.path(field.name), link)
+    except NotImplementedError:  # e.g. S3: no local path
+        with field.storage.open(field.name, "rb") as source, open(link, "wb") as copy:
+            shutil.copyfileobj(source, copy)
 
 
 def train_catalogue_model(job: TrainingJob, config=None) -> ModelVersion:

@@ -51,8 +51,35 @@ def create_vector_indexes(version_id: int, dim: int, schema_editor=None) -> None
 def active_version() -> ModelVersion:
     version = ModelVersion.objects.filter(is_active=True).first()
     if version is None:
+        version = _recover_active_version()
+    if version is None:
         raise ModelVersion.DoesNotExist("no active model version; run `python manage.py migrate`")
     return version
+
+
+def _recover_active_version() -> ModelVersion | None:
+    """The active version vanished (deleted behind the platform's back): the newest version that describes
+    every catalogue image takes over, so search keeps working."""
+    from django.db.models import Count, Q
+
+    from recommender.models import Descriptor, Item, Snapshot
+
+    images = Snapshot.objects.count() + Item.objects.count()
+    ready = Q(descriptors__status=Descriptor.Status.READY) & Q(descriptors__wardrobe_item__isnull=True)
+    for version in ModelVersion.objects.annotate(ready=Count("descriptors", filter=ready)).order_by("-id"):
+        if version.ready >= images:
+            activate(version)
+            return version
+    return None
+
+
+def protect_active_version(sender, instance, **kwargs):
+    """pre_delete receiver: the active version serves every search and cannot be deleted (activate another
+    one first); deleting any other version only drops its descriptors (and a job re-embedding with it)."""
+    from django.db.models import ProtectedError
+
+    if instance.is_active:
+        raise ProtectedError(f"{instance} is the active model version; activate another one first", {instance})
 
 
 def register_version(name: str, spec: str, dim: int) -> ModelVersion:

@@ -145,5 +145,6 @@ def test_the_procfile_declares_the_services():
         line.split(":", 1) for line in (PROJECT_ROOT / "Procfile").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     )
-    assert {"web", "worker", "training", "beat"} <= set(services)
+    assert {"web", "worker", "interactive", "training", "beat", "reconciler"} <= set(services)
+    assert "--queues interactive" in services["interactive"]
     assert "gunicorn --config fashionsite/gunicorn.conf.py" in services["web"] and "--preload" not in services["web"]

@@ -1,9 +1,9 @@
 """A user's wardrobe (uploaded past purchases), liked looks and saved preferences.
 
 The web pages and the REST API both call these functions; every change that affects a user's outfit
-suggestions queues `wardrobe.tasks.recompute_suggestions` for that user once the transaction commits.
+suggestions queues `wardrobe.tasks.recompute_suggestions` for that user once the transaction commits, through
+fashionsite.queueing.enqueue (services never import tasks).
 """
-import logging
 import tempfile
 
 from django.contrib.auth import get_user_model
@@ -11,6 +11,7 @@ from django.core.files import File
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
 
+from fashionsite.queueing import BULK_QUEUE, INTERACTIVE_QUEUE, enqueue
 from ml.images import ImageError, load_rgb
 from ml.tagging.colour import colour_words
 from recommender.models import Category, CategorySource, Descriptor, Look, Style
@@ -18,8 +19,6 @@ from recommender.services.embedding import create_pending_descriptors, queue_emb
 from recommender.services.reembedding import versions_receiving_new_images
 from recommender.services.uploads import MAX_REQUEST_PIXELS, UploadError, decode, read_header, stored_copy
 from wardrobe.models import LikedLook, Preferences, WardrobeItem
-
-logger = logging.getLogger(__name__)
 
 PENDING, READY, FAILED = Descriptor.Status.PENDING.value, Descriptor.Status.READY.value, Descriptor.Status.FAILED.value
 
@@ -93,7 +92,7 @@ def add_wardrobe_items(user, files, category: str | None = None, style: str | No
     checked = _checked_uploads(files)
 
     versions = versions_receiving_new_images()
-    items, descriptor_ids = [], []
+    items, descriptor_ids = [], {True: [], False: []}
     with transaction.atomic():
         for name, sha256, colour, copy in checked:
             item = WardrobeItem(
@@ -103,9 +102,11 @@ def add_wardrobe_items(user, files, category: str | None = None, style: str | No
             with copy:
                 item.image.save(name, File(copy), save=True)
             for version in versions:
-                descriptor_ids.append(create_pending_descriptors(version, wardrobe_item=item).id)
+                descriptor_ids[version.is_active].append(create_pending_descriptors(version, wardrobe_item=item).id)
             items.append(item)
-        queue_embedding(descriptor_ids)
+        # the user waits for the active version's descriptor (its own queue); a re-embedding's goes with the bulk
+        queue_embedding(descriptor_ids[True], queue=INTERACTIVE_QUEUE)
+        queue_embedding(descriptor_ids[False], queue=BULK_QUEUE)
         schedule_suggestions(user.pk)
     return items
 
@@ -277,16 +278,9 @@ def set_preferences(user, style: str | None, category: str | None) -> Preference
 
 
 def schedule_suggestions(user_id: int) -> None:
-    """Queues the recomputation of the user's suggestions once the current transaction commits."""
-    from wardrobe.tasks import recompute_suggestions
-
-    def send():
-        try:
-            recompute_suggestions.delay(user_id)
-        except Exception as error:  # broker down: the next change recomputes them
-            logger.warning("could not queue suggestions for user %s (%s)", user_id, error)
-
-    transaction.on_commit(send)
+    """Queues the recomputation of the user's suggestions once the current transaction commits (broker down:
+    logged; the next change, or the descriptor turning ready, recomputes them)."""
+    enqueue("wardrobe.tasks.recompute_suggestions", (user_id,), coalesce=f"suggestions:{user_id}")
 
 
 def schedule_suggestions_for_everyone() -> int:

@@ -1,5 +1,7 @@
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
+from fashionsite.queueing import enqueue
 from recommender.models import TrainingJob
 from recommender.services.training import needs_initial_training
 
@@ -11,11 +13,11 @@ class Command(BaseCommand):
     )
 
     def handle(self, **options):
-        from recommender.tasks import train_catalogue_model
-
         if not needs_initial_training():
             self.stdout.write("no training needed (a trained model exists, one is in progress, or no catalogue)")
             return
         job = TrainingJob.objects.create()
-        train_catalogue_model.delay(job.id)
+        # if Redis is down now, the job stays queued with no queued_at and the reconciler sends it later
+        enqueue("recommender.tasks.train_catalogue_model", (job.id,),
+                on_sent=lambda: TrainingJob.objects.filter(pk=job.pk).update(queued_at=timezone.now()))
         self.stdout.write(f"queued training job {job.id}; progress in /healthz and the admin")

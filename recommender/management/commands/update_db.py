@@ -9,8 +9,11 @@ from tqdm import tqdm
 
 from ml.embedding import load_embedder
 from recommender.models import ReembedJob
-from recommender.services.reembedding import refresh_progress, start_reembedding
+from recommender.services.reconcile import reconcile
+from recommender.services.reembedding import ReembeddingInProgress, refresh_progress, start_reembedding
 from recommender.services.versions import register_version
+
+RECONCILE_EVERY = 5  # seconds: while it waits, this command also feeds the queue (no beat or reconciler needed)
 
 
 def install_model(model_dir: Path) -> tuple[str, str, int]:
@@ -54,19 +57,26 @@ class Command(BaseCommand):
         if version.is_active:
             self.stdout.write(f"{name} is already the active version")
             return
-        job = start_reembedding(version)
+        try:
+            job = start_reembedding(version)
+        except ReembeddingInProgress as error:
+            raise CommandError(str(error))
         self.stdout.write(f"re-embedding {job.total} images with {name} (job {job.id})")
         if no_wait:
             return
         deadline = time.monotonic() + timeout
+        last_reconcile = 0.0
         with tqdm(total=job.total, desc="re-embedding", unit="img", disable=options["verbosity"] == 0) as bar:
             while job.state == ReembedJob.State.RUNNING:
                 if time.monotonic() > deadline:
                     raise CommandError(f"job {job.id} still running after {timeout:.0f}s; are workers running?")
                 time.sleep(1)
+                if time.monotonic() - last_reconcile >= RECONCILE_EVERY:
+                    reconcile()  # tops up the bulk queue, finishes the job when done (idempotent, locked)
+                    last_reconcile = time.monotonic()
                 job.refresh_from_db()
                 if job.state == ReembedJob.State.RUNNING:
-                    refresh_progress(job)  # the check task may wait behind the embedding tasks
+                    refresh_progress(job)  # two counts on an index: cheap at 100k images
                 bar.total = job.total
                 bar.update(job.done + job.failed - bar.n)
         if job.state == ReembedJob.State.FAILED:
