@@ -14,7 +14,6 @@ import psutil
 import pytest
 import redis
 import requests
-from django.core.management import call_command
 from django.utils import timezone
 
 from fashionsite import launcher

@@ -5,7 +5,6 @@ moto's standalone S3 server (started here on a free port) stands in for S3, in t
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 
 import numpy as np

@@ -1,6 +1,6 @@
 """The catalogue's API: registration and tokens, the two searches (open to anonymous users, throttled) and
 the staff-only re-embedding."""
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, status
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import APIException, Throttled

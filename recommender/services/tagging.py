@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from fashionsite.paths import PROJECT_ROOT
