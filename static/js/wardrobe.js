@@ -15,32 +15,7 @@
 
   function uncategorisedCount() {
     var count = 0;
-    // The same suggestion the page renders for an unsure automatic tag (templates/wardrobe/wardrobe.html).
-  function offerConfirmation(tile, select, category, percent) {
-    if (tile.querySelector('[data-testid="category-suggestion"]')) return;
-    var edit = select.form;
-    var form = document.createElement("form");
-    form.method = "post";
-    form.action = edit.action;
-    form.className = "inline suggestion";
-    form.setAttribute("data-testid", "category-suggestion");
-    var csrf = edit.querySelector("input[name=csrfmiddlewaretoken]").cloneNode();
-    var value = document.createElement("input");
-    value.type = "hidden"; value.name = "category"; value.value = category;
-    var text = document.createElement("span");
-    text.className = "muted";
-    text.textContent = "Suggested: " + category + "? (" + percent + " % sure)";
-    var button = document.createElement("button");
-    button.type = "submit"; button.className = "link"; button.textContent = "Confirm";
-    button.setAttribute("data-testid", "confirm-category");
-    var hint = document.createElement("span");
-    hint.className = "muted"; hint.textContent = "or pick the right one above";
-    [csrf, value, text, document.createTextNode(" "), button, document.createTextNode(" "), hint].forEach(
-      function (node) { form.appendChild(node); });
-    edit.insertAdjacentElement("afterend", form);
-  }
-
-  list.querySelectorAll('[data-testid="item-category"]').forEach(function (select) {
+    list.querySelectorAll('[data-testid="item-category"]').forEach(function (select) {
       if (!select.value && !select.dataset.touched) count++;
     });
     return count;
