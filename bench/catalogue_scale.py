@@ -89,6 +89,7 @@ def parse_args():
     parser.add_argument("--skip-first", action="store_true",
                         help="no measurement before the first growth (e.g. when the catalogue is already grown)")
     parser.add_argument("--halfvec", action="store_true", help="also build a halfvec index at --compare-at sizes")
+    parser.add_argument("--setup-only", action="store_true", help="stop after the set-up (model and sample embedded)")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.compare_at = {int(s) for s in args.compare_at.split(",") if s}
@@ -327,9 +328,9 @@ def measure_search(state, label: str, queries: np.ndarray, rows: list) -> dict:
             len(search.nearest(q, "snapshot", k=k, version=version, **filters)) for q in queries)
     out["snapshots"] = snap_counts
     with transaction.atomic():
-        search.set_index_scan(100)
+        search.set_index_scan(100, version)
         out["plan item@100"] = plan_summary(search.nearest_queryset(queries[0], "item", 100, version))
-        search.set_index_scan(6)
+        search.set_index_scan(6, version)
         out["plan item@6 category"] = plan_summary(
             search.nearest_queryset(queries[0], "item", 6, version, item__category__name=names[np.argmin(freq)]))
     out["hot queries"] = explain_hot_queries(state, queries, state["plans_dir"] / f"plans-{label.replace(',', '')}.txt")
@@ -465,6 +466,8 @@ def main() -> int:
         worker = services.spawn("worker", launcher.worker_command(concurrency=1, beat=False),
                                 stdout=(logs / "worker.log").open("a"), stderr=subprocess.STDOUT)
         set_up_catalogue(args, launcher)
+        if args.setup_only:
+            return 0
         return run(args, services, worker, logs)
     finally:
         if "django" in sys.modules and sys.modules["django"].apps.apps.ready:

@@ -130,6 +130,12 @@ class ModelVersion(models.Model):
     dim = models.PositiveIntegerField()
     is_active = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
+    # The item IVFFlat index (services.versions): queries probe a share of its lists; the reconciler retrains
+    # it when the ready items outgrow the rows its lists were trained on.
+    item_index_lists = models.PositiveIntegerField(
+        default=32, help_text="Lists of the item index (while it is rebuilt: the larger of old and new).")
+    item_index_rows = models.PositiveIntegerField(
+        default=0, help_text="Ready item descriptors the item index's lists were trained on.")
 
     class Meta:
         ordering = ["id"]

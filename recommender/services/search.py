@@ -1,14 +1,16 @@
 """Vector queries over the active version's descriptors, in Postgres (pgvector, cosine distance).
 
-Each query uses the cast expression and filters of the version's partial HNSW index (services.versions), so
-the index serves it once the catalogue is large enough for the planner to prefer it. An HNSW scan returns at
-most `hnsw.ef_search` rows and applies filters (category, style, status) after the scan, so `nearest` sets
-ef_search from k and turns on pgvector's iterative scan for the one query (SET LOCAL in its own transaction),
-and falls back to an exact scan when the index still comes back short (a very selective filter).
+Each query uses the cast expression and filters of the version's partial indexes (services.versions: IVFFlat
+for items, HNSW for snapshots and wardrobe items), so the index serves it once the catalogue is large enough
+for the planner to prefer it. Both index scans apply filters (category, style, status) after the scan, and
+an HNSW scan returns at most `hnsw.ef_search` rows, so `nearest` sets ef_search from k and IVFFlat's probes
+from the item index's lists, turns on pgvector's iterative scans for the one query (SET LOCAL in its own
+transaction), and falls back to an exact scan when the index still comes back short (a very selective filter).
 
 Vectors are never copied into the process wholesale: a query that needs its candidates' vectors gets them
 back with the candidates (`nearest(..., with_vectors=True)`), and `_vectors` reads any others by id.
 """
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +20,7 @@ from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, VectorField
 
 from recommender.models import Descriptor, Item, Look, LookItem, ModelVersion, Snapshot
-from recommender.services.versions import active_version
+from recommender.services.versions import IVFFLAT_KINDS, active_version
 
 # hnsw.ef_search per query: the size of the scan's candidate list. EF_SEARCH_PER_K x k, at least EF_SEARCH_MIN
 # and at most pgvector's maximum; chosen by measurement (bench/catalogue_scale.py, docs/RESULTS.md issue 9):
@@ -30,10 +32,31 @@ EF_SEARCH_MAX = 1000
 # relaxed order (results re-sorted here) has better recall than strict order at the same ef_search.
 ITERATIVE_SCAN = "relaxed_order"
 MAX_SCAN_TUPLES = 40000
+# ivfflat.probes per query: the lists of the item index a scan reads, PROBES_SHARE of them, at least
+# PROBES_MIN, and enough lists to hold PROBES_PER_K x k rows (a large k on a small catalogue); chosen by
+# measurement (bench/catalogue_scale.py, docs/RESULTS.md "Issue 9: recall at 100k"): recall@k >= 0.95
+# against exact search at 100k items for k = 6 ... 500, on the trained and on the stale index.
+PROBES_SHARE = 0.10
+PROBES_MIN = 4
+PROBES_PER_K = 3
+# A filtered query's iterative IVFFlat scan probes more lists until k rows pass, up to this many times probes.
+MAX_PROBES_FACTOR = 8
 
 
 def ef_search_for(k: int) -> int:
     return int(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, EF_SEARCH_PER_K * k)))
+
+
+def probes_for(k: int, version: ModelVersion) -> int:
+    """ivfflat.probes for k rows from the version's item index; every list while it is untrained (its centres
+    are random until the reconciler trains it on the version's first rows)."""
+    from recommender.services.versions import RETRAIN_MIN_ROWS
+
+    lists, rows = version.item_index_lists, version.item_index_rows
+    if rows < RETRAIN_MIN_ROWS:
+        return lists
+    for_k = math.ceil(PROBES_PER_K * k * lists / rows)  # lists of rows/lists rows each, as trained
+    return int(min(lists, max(PROBES_MIN, math.ceil(PROBES_SHARE * lists), for_k)))
 
 
 @dataclass(frozen=True)
@@ -84,7 +107,7 @@ def nearest_queryset(vector, kind: str, k: int, version: ModelVersion, with_vect
         Descriptor.objects.filter(
             model_version=version, status=Descriptor.Status.READY, **{f"{kind}__isnull": False}, **filters
         )
-        # the expression of the version's partial HNSW index (services.versions.create_vector_indexes)
+        # the expression of the version's partial indexes (services.versions.vector_index_sql)
         .annotate(distance=CosineDistance(Cast("embedding", VectorField(dimensions=version.dim)), vector))
         .annotate(**({"vector_bytes": VectorBytes("embedding")} if with_vectors else {}))
         .order_by("distance")
@@ -92,10 +115,13 @@ def nearest_queryset(vector, kind: str, k: int, version: ModelVersion, with_vect
     )
 
 
-def set_index_scan(k: int) -> None:
-    """The HNSW settings for one query of k rows, for the rest of the current transaction (SET LOCAL)."""
+def set_index_scan(k: int, version: ModelVersion) -> None:
+    """The index settings (HNSW and IVFFlat) for one query of k rows under `version`, for the rest of the
+    current transaction (SET LOCAL); one statement."""
+    probes = probes_for(k, version)
     _set_local(**{"hnsw.ef_search": ef_search_for(k), "hnsw.iterative_scan": ITERATIVE_SCAN,
-                  "hnsw.max_scan_tuples": MAX_SCAN_TUPLES})
+                  "hnsw.max_scan_tuples": MAX_SCAN_TUPLES, "ivfflat.probes": probes,
+                  "ivfflat.iterative_scan": ITERATIVE_SCAN, "ivfflat.max_probes": MAX_PROBES_FACTOR * probes})
 
 
 def nearest(vector, kind: str, k: int = 6, version: ModelVersion | None = None, *, with_vectors: bool = False,
@@ -107,24 +133,33 @@ def nearest(vector, kind: str, k: int = 6, version: ModelVersion | None = None, 
     `with_vectors`, each Match carries the image's descriptor, read in the same query.
     """
     version = version or active_version()
-    query = nearest_queryset(vector, kind, k, version, with_vectors, **filters)
+    # A filtered IVFFlat scan stops probing lists as soon as its LIMIT rows pass the filters, which leaves the
+    # last rows as rough as the lists it happened to read: asking it for PROBES_PER_K x k rows gives a filtered
+    # query the same margin an unfiltered one gets from its probes (RESULTS: recall with a category filter).
+    over_fetch = bool(filters) and kind in IVFFLAT_KINDS
+    fetch = PROBES_PER_K * k if over_fetch else k
+    query = nearest_queryset(vector, kind, fetch, version, with_vectors and not over_fetch, **filters)
     if k <= 0:
         return []
     with transaction.atomic():
-        set_index_scan(k)
+        set_index_scan(k, version)
         rows = list(query)
         if len(rows) < k:
-            # Fewer matching rows than k, or the index scan gave up (max_scan_tuples) on a selective filter:
-            # an exact scan (no index scan; bitmap scans still serve the filters) returns every match.
+            # Fewer matching rows than k, or the index scan gave up (max_scan_tuples, max_probes) on a
+            # selective filter: an exact scan (no index scan; bitmap scans still serve the filters; an IVFFlat
+            # scan that the planner takes anyway reads every list) returns every match.
             before = _current("enable_indexscan")
-            _set_local(enable_indexscan="off")
+            _set_local(enable_indexscan="off", **{"ivfflat.probes": version.item_index_lists})
             rows = list(query.all())  # a fresh evaluation, not the first one's cached rows
             _set_local(enable_indexscan=before)
-    rows.sort(key=lambda row: row[1])  # relaxed order: the scan's order is nearly, not exactly, by distance
-    return [
-        Match(id=row[0], distance=float(row[1]), vector=decode_vector(row[2]) if with_vectors else None)
-        for row in rows
-    ]
+        rows.sort(key=lambda row: row[1])  # relaxed order: the scan's order is nearly, not exactly, by distance
+        rows = rows[:k]
+        if with_vectors and over_fetch:  # the k rows' vectors only, not the over-fetched ones'
+            vectors = list(_vectors(kind, [row[0] for row in rows], version)) if rows else []
+            rows = [(row[0], row[1], vector) for row, vector in zip(rows, vectors)]
+        elif with_vectors:
+            rows = [(row[0], row[1], decode_vector(row[2])) for row in rows]
+    return [Match(id=row[0], distance=float(row[1]), vector=row[2] if with_vectors else None) for row in rows]
 
 
 def descriptor_of(kind: str, image_id: int, version: ModelVersion | None = None) -> np.ndarray | None:

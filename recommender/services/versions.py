@@ -1,51 +1,153 @@
 """Model versions: which embedding model is active, and the vector indexes each version gets.
 
 Descriptor sizes differ between versions (1280 for the untrained Lite0, 512 for a trained CGD model), so the
-descriptor column is an untyped `vector` and every version gets partial HNSW indexes (cosine) on a cast to its
-own size, one per kind of image. Queries must use the same cast expression and filters to hit them
+descriptor column is an untyped `vector` and every version gets partial indexes (cosine) on a cast to its own
+size, one per kind of image. Queries must use the same cast expression and filters to hit them
 (recommender.services.search does).
+
+Items get an IVFFlat index, snapshots and wardrobe items HNSW (docs/RESULTS.md, issue 9, "recall at 100k"):
+an HNSW graph built over a catalogue of near-duplicate groups (a product photographed many times, or the
+issue's synthetic catalogue: each real item plus ~95 noisy copies) splits into islands that no ef_search
+reaches (recall 0.3 at 100k), while IVFFlat's recall depends only on how many of its lists a query probes.
+IVFFlat's lists are k-means centres trained on the rows present at build time, so the platform keeps the
+item index trained: `maintain_item_index` (run by the reconciler) rebuilds it, without stopping reads or
+writes, whenever the version's ready items have doubled since the last training (a bulk load, rows written
+straight into the tables, a re-embedding filling a new version). Snapshots (street photos, thousands) and
+wardrobe items (searched per owner) stay on HNSW, which needs no training and fills as rows arrive.
 """
+import logging
+import math
+import time
+
 from django.db import connection, transaction
 
 from recommender.models import ModelVersion
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_VERSION = {"name": "untrained-lite0", "spec": "untrained-lite0", "dim": 1280}
 
 # kind of image -> the Descriptor column that points at it
 IMAGE_COLUMNS = {"snapshot": "snapshot_id", "item": "item_id", "wardrobe": "wardrobe_item_id"}
-
+IVFFLAT_KINDS = {"item"}  # the others get HNSW
 
 # HNSW build parameters, chosen by measurement at 10k and 100k items of 1536-d descriptors
 # (bench/catalogue_scale.py; docs/RESULTS.md, issue 9): recall, build time and index size per setting.
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
-# Memory for building an index over existing rows (a new version's index fills as its rows are embedded,
-# but a rebuild, e.g. REINDEX after a bulk load, needs the whole graph in memory to be fast).
+# Memory for building an index over existing rows: the HNSW graph, or IVFFlat's k-means sample (50 rows per
+# list: 100 lists of 1536-d vectors take 30 MB, 1,000 lists 300 MB).
 INDEX_BUILD_MEMORY = "1GB"
+
+# IVFFlat lists per ready row (pgvector's advice, checked in RESULTS: rows / 1000 up to 1M rows, sqrt(rows)
+# beyond), at least MIN_LISTS so that even the index trained on the sample keeps a stale scan a fraction of
+# the catalogue after a large direct load (RESULTS: the stale index at 100k).
+ROWS_PER_LIST = 1000
+MIN_LISTS = 32
+# The reconciler retrains once the ready rows reach this multiple of the rows the lists were trained on
+# (and at least RETRAIN_MIN_ROWS, so that an empty new version's index is trained once its first rows exist).
+RETRAIN_GROWTH = 2.0
+RETRAIN_MIN_ROWS = 200
+INDEX_LOCK_TIMEOUT = "5s"  # the brief locks of ALTER INDEX / REINDEX's swap wait no longer behind long queries
+
+
+def ivfflat_lists(rows: int) -> int:
+    if rows <= 1_000_000:
+        return max(MIN_LISTS, rows // ROWS_PER_LIST)
+    return int(math.sqrt(rows))
 
 
 def index_name(version_id: int, kind: str) -> str:
-    return f"descriptor_v{version_id}_{kind}_hnsw"
+    method = "ivfflat" if kind in IVFFLAT_KINDS else "hnsw"
+    return f"descriptor_v{version_id}_{kind}_{method}"
 
 
 def vector_index_sql(version_id: int, dim: int, kind: str, name: str | None = None, m: int = HNSW_M,
-                     ef_construction: int = HNSW_EF_CONSTRUCTION) -> str:
-    """CREATE INDEX for one version's partial HNSW index on one kind of image (cosine, on a cast to its size)."""
+                     ef_construction: int = HNSW_EF_CONSTRUCTION, lists: int = MIN_LISTS,
+                     concurrently: bool = False) -> str:
+    """CREATE INDEX for one version's partial index on one kind of image (cosine, on a cast to its size)."""
+    options = (f"ivfflat ((embedding::vector({int(dim)})) vector_cosine_ops) WITH (lists = {int(lists)})"
+               if kind in IVFFLAT_KINDS else
+               f"hnsw ((embedding::vector({int(dim)})) vector_cosine_ops) "
+               f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
     return (
-        f"CREATE INDEX IF NOT EXISTS {name or index_name(version_id, kind)} ON recommender_descriptor "
-        f"USING hnsw ((embedding::vector({int(dim)})) vector_cosine_ops) "
-        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
+        f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS "
+        f"{name or index_name(version_id, kind)} ON recommender_descriptor USING {options} "
         f"WHERE model_version_id = {int(version_id)} AND {IMAGE_COLUMNS[kind]} IS NOT NULL"
     )
 
 
-def create_vector_indexes(version_id: int, dim: int, schema_editor=None) -> None:
-    """Partial HNSW indexes for one version; safe to call again. Takes plain values so migrations can use it."""
-    execute = schema_editor.execute if schema_editor else connection.cursor().execute
-    with transaction.atomic():
-        execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
-        for kind in IMAGE_COLUMNS:
-            execute(vector_index_sql(version_id, dim, kind))
+def _ready_rows(execute_fetch, version_id: int, kind: str) -> int:
+    return execute_fetch(
+        f"SELECT count(*) FROM recommender_descriptor WHERE model_version_id = %s AND {IMAGE_COLUMNS[kind]} "
+        "IS NOT NULL AND status = 'ready'", [version_id])
+
+
+def create_vector_indexes(version_id: int, dim: int, schema_editor=None) -> tuple[int, int]:
+    """Partial indexes for one version; safe to call again. Takes plain values so migrations can use it.
+    The item index is trained on the version's ready items now (none for a new version: the reconciler
+    retrains it once they exist). Returns (lists, rows trained on), for ModelVersion.item_index_*."""
+    with connection.cursor() as cursor:
+        def fetch(sql, params):
+            cursor.execute(sql, params)
+            return cursor.fetchone()[0]
+
+        execute = schema_editor.execute if schema_editor else cursor.execute
+        rows = _ready_rows(fetch, version_id, "item")
+        with transaction.atomic():
+            execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+            for kind in IMAGE_COLUMNS:
+                execute(vector_index_sql(version_id, dim, kind, lists=ivfflat_lists(rows)))
+    return ivfflat_lists(rows), rows
+
+
+def item_index_is_stale(version: ModelVersion, rows: int) -> bool:
+    return rows >= max(RETRAIN_MIN_ROWS, RETRAIN_GROWTH * version.item_index_rows) and rows > version.item_index_rows
+
+
+def maintain_item_index(version: ModelVersion, force: bool = False) -> dict | None:
+    """Retrains the version's item IVFFlat index when its ready rows have outgrown the lists (or `force`):
+    ALTER INDEX sets the new number of lists, REINDEX ... CONCURRENTLY builds the new index beside the old one
+    (reads and writes go on: the old index serves, and is kept up to date, until the swap) and swaps them.
+    Inside a transaction (which CONCURRENTLY cannot run in) it is a plain REINDEX, which blocks writes.
+    Returns what it did, or None when the index is trained."""
+    with connection.cursor() as cursor:
+        def fetch(sql, params):
+            cursor.execute(sql, params)
+            return cursor.fetchone()[0]
+
+        rows = _ready_rows(fetch, version.id, "item")
+        version.refresh_from_db(fields=["item_index_lists", "item_index_rows"])
+        if not force and not item_index_is_stale(version, rows):
+            return None
+        name, lists = index_name(version.id, "item"), ivfflat_lists(rows)
+        concurrently = "" if connection.in_atomic_block else "CONCURRENTLY"
+        start = time.perf_counter()
+        # queries set their probes from item_index_lists: while both indexes exist, the larger number of lists
+        # (more probes than the old index needs is slower, never less right)
+        ModelVersion.objects.filter(pk=version.pk).update(item_index_lists=max(lists, version.item_index_lists))
+        # a REINDEX CONCURRENTLY that was interrupted leaves an invalid copy behind: drop it first
+        cursor.execute("SELECT relname FROM pg_class WHERE relname LIKE %s", [f"{name}_ccnew%"])
+        for (leftover,) in cursor.fetchall():
+            cursor.execute(f"DROP INDEX {concurrently} IF EXISTS {leftover}")
+        cursor.execute(f"SET lock_timeout = '{INDEX_LOCK_TIMEOUT}'")
+        cursor.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+        try:
+            cursor.execute("SELECT to_regclass(%s)", [name])
+            if cursor.fetchone()[0] is None:  # dropped behind the platform's back: build it again
+                cursor.execute(vector_index_sql(version.id, version.dim, "item", lists=lists,
+                                                concurrently=bool(concurrently)))
+            else:
+                cursor.execute(f"ALTER INDEX {name} SET (lists = {lists})")
+                cursor.execute(f"REINDEX INDEX {concurrently} {name}")
+        finally:
+            cursor.execute("RESET lock_timeout")
+            cursor.execute("RESET maintenance_work_mem")
+        ModelVersion.objects.filter(pk=version.pk).update(item_index_lists=lists, item_index_rows=rows)
+        version.item_index_lists, version.item_index_rows = lists, rows
+    report = {"index": name, "rows": rows, "lists": lists, "seconds": round(time.perf_counter() - start, 1)}
+    logger.info("retrained %(index)s on %(rows)d rows (%(lists)d lists) in %(seconds)s s", report)
+    return report
 
 
 def active_version() -> ModelVersion:
@@ -86,7 +188,9 @@ def register_version(name: str, spec: str, dim: int) -> ModelVersion:
     """Registers a model version (inactive unless it is the first) with its indexes; returns it if it exists."""
     version, created = ModelVersion.objects.get_or_create(name=name, defaults={"spec": spec, "dim": dim})
     if created:
-        create_vector_indexes(version.id, version.dim)
+        lists, rows = create_vector_indexes(version.id, version.dim)
+        ModelVersion.objects.filter(pk=version.pk).update(item_index_lists=lists, item_index_rows=rows)
+        version.item_index_lists, version.item_index_rows = lists, rows
         if not ModelVersion.objects.filter(is_active=True).exists():
             activate(version)
     return version
