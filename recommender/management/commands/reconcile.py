@@ -12,7 +12,7 @@ logger = logging.getLogger("recommender.reconcile")
 
 
 def did_something(report: dict) -> bool:
-    counts = [report.get(key) or 0 for key in ("sent", "resent_stale", "retried_failed", "training_sent")]
+    counts = [report.get(key) or 0 for key in ("sent", "resent_stale", "retried_failed", "training_sent", "indexes")]
     return any(sum(c.values()) if isinstance(c, dict) else c for c in counts)
 
 
