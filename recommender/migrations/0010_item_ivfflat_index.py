@@ -14,7 +14,7 @@ def item_indexes_to_ivfflat(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("recommender", "0008_queue_bookkeeping_and_one_reembedding")]
+    dependencies = [("recommender", "0009_training_job_attempts_and_heartbeat")]
     operations = [
         migrations.AddField(
             model_name="modelversion", name="item_index_lists",
