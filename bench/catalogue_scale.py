@@ -148,14 +148,14 @@ def start_web(args, services, log_file):
                              env=dict(os.environ, FASHIONSITE_WARM_MODEL="1"))
     import requests
 
-    for _ in range(240):
+    for _ in range(1200):  # loading the model at nice 19 on a loaded machine takes minutes
         try:
             if requests.get(f"http://127.0.0.1:{args.port}/healthz", timeout=5).status_code in (200, 503):
                 return process
         except requests.RequestException:
             pass
         time.sleep(0.5)
-    raise SystemExit("gunicorn did not answer in 2 minutes")
+    raise SystemExit("gunicorn did not answer in 10 minutes")
 
 
 def mirrored_queries(folder: Path, n: int, suffix: str, target: Path) -> list[Path]:
