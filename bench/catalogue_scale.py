@@ -94,7 +94,7 @@ def parse_args():
     parser.add_argument("--queries", type=int, default=20, help="query images for recall and in-process timing")
     parser.add_argument("--requests", type=int, default=40, help="HTTP requests per endpoint per size")
     parser.add_argument("--noise", type=float, default=0.8, help="noise norm relative to the descriptor")
-    parser.add_argument("--lists", default="100,316", help="IVFFlat lists compared (default %(default)s)")
+    parser.add_argument("--lists", default="100,316,1000", help="IVFFlat lists compared (default %(default)s)")
     parser.add_argument("--from-sample", action="store_true",
                         help="each size grows from the sample, the index trained on the sample (the issue's growth)")
     parser.add_argument("--skip-first", action="store_true",
@@ -688,6 +688,8 @@ def run(args, services, worker, logs) -> int:
                 builds.append((label, f"lists={lists}{' halfvec' if halfvec else ''}", seconds, size_bytes,
                                curve, load()))
                 log(f"  {builds[-1]}")
+            with state["conn"].cursor() as cur:  # a REINDEX would keep the last variant's definition
+                cur.execute(f"DROP INDEX IF EXISTS descriptor_v{version.id}_item_ivfflat")
             start = time.perf_counter()
             maintain_item_index(version, force=True)  # the platform's index back, as the reconciler builds it
             seconds = time.perf_counter() - start
