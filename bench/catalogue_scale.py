@@ -311,21 +311,31 @@ def renice(args, niceness: int) -> None:
 
 
 @contextlib.contextmanager
-def measuring(args, what: str):
-    """A timed part: the shared measurement lock held, the bench's processes at normal priority."""
+def measurement_lock(args, what: str):
+    """The shared machine's measurement lock (one measurement at a time), when /work/notes exists."""
     lock = MEASURE_LOCK.open("a") if MEASURE_LOCK.parent.is_dir() and not args.no_lock else None
     if lock:
         log(f"waiting for {MEASURE_LOCK} ({what})")
         fcntl.flock(lock, fcntl.LOCK_EX)
-    renice(args, 0)
-    log(f"measuring: {what} ({load()})")
     try:
         yield
     finally:
-        renice(args, 19)
         if lock:
             fcntl.flock(lock, fcntl.LOCK_UN)
             lock.close()
+
+
+@contextlib.contextmanager
+def measuring(args, what: str, locked: bool = False):
+    """A timed part: the measurement lock held (already, when `locked`), the bench's processes at normal
+    priority."""
+    with contextlib.nullcontext() if locked else measurement_lock(args, what):
+        renice(args, 0)
+        log(f"measuring: {what} ({load()})")
+        try:
+            yield
+        finally:
+            renice(args, 19)
 
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -665,19 +675,26 @@ def run(args, services, worker, logs) -> int:
         version.refresh_from_db()
         trained_on = version.item_index_rows
         log(f"growing to {size:,} items, the index trained on {trained_on:,} ({load()})")
+        # The lock is taken before the growth (which runs at nice 19), so that the stale index is measured
+        # right after it, before the reconciler retrains it, however long another measurement holds the lock.
+        lock = measurement_lock(args, f"growing to {size:,} items")
+        lock.__enter__()
         load_seconds = grow(state, size, args.noise, rng)
         label = f"{len(state['ids']):,}"
-        # Right after the growth: the stale index serves (the reconciler has not retrained it yet). The
-        # reconciler runs at nice 19 meanwhile like everything else here, so it may start a little late.
-        with measuring(args, f"{label} items right after the growth, then until the index is retrained"):
+        # Right after the growth: the stale index serves (the reconciler has not retrained it yet).
+        with measuring(args, f"{label} items right after the growth, then until the index is retrained", True):
             grown_at = time.monotonic()
             firsts[label] = [timed(client.search, "items", snapshot_files[i], 6)[0] for i in range(2)]
             stale[label] = {"trained on": trained_on, "load s": load_seconds,
                             **recall_of_nearest(state, queries[:10]), "load": load()}
+            version.refresh_from_db()  # a retraining that finished while the stale index was measured
+            stale[label]["trained on"] = f"{trained_on:,}" + (
+                "" if version.item_index_rows == trained_on else f" (retrained meanwhile: {version.item_index_rows:,})")
             log(f"  first HTTP searches {firsts[label]}; stale index {stale[label]}")
             retrain[label] = wait_for_retraining(args, state, client, snapshot_files, grown_at)
             retrain[label]["load"] = load()
             log(f"  retrained: {retrain[label]}")
+        lock.__exit__(None, None, None)
         measure(label)
         if size in args.compare_at:
             variants = [(lists, False) for lists in args.lists] + ([(args.lists[0], True)] if args.halfvec else [])
@@ -718,7 +735,7 @@ def print_tables(results, builds, firsts, memory, pipelines, https, stale, retra
         cells = [f"{st[k][0]:.3f} ({st[k][1]} rows; {st[k][2]} ms)" for k in (6, 100, 500)]
         rt = retrain[label]
         first = ", ".join(f"{v:.0f}" for v in firsts[label])
-        print(f"| {label} | {st['trained on']:,} | {st['load s']:.0f} | {first} | {' | '.join(cells)} | "
+        print(f"| {label} | {st['trained on']} | {st['load s']:.0f} | {first} | {' | '.join(cells)} | "
               f"{rt['seconds']:.0f} | {rt['http during']} | {rt['bad answers']} | {rt['lists']} | {rt['load']} |")
     print("\n## filtered: recall@k (fewest rows over the queries)")
     for r in results:
