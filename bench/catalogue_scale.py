@@ -512,11 +512,13 @@ def wait_for_retraining(args, state, client, snapshot_files, grown_at: float, li
     returns the seconds from the end of the growth until the retrained index served, and the latencies."""
     from recommender.models import ModelVersion
 
+    from recommender.services.versions import item_index_is_stale
+
     rows = len(state["ids"])
     latencies, errors, i = [], 0, 0
     while True:
-        trained = ModelVersion.objects.filter(pk=state["version"].pk).values_list("item_index_rows", flat=True)[0]
-        if trained >= rows:
+        # retrained, or trained meanwhile on enough of the rows (the reconciler may retrain during the growth)
+        if not item_index_is_stale(ModelVersion.objects.get(pk=state["version"].pk), rows):
             break
         if time.monotonic() - grown_at > limit_s:
             raise SystemExit(f"the item index was not retrained {limit_s:.0f} s after the growth")
