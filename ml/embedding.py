@@ -10,11 +10,13 @@ No Django imports here.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from .batching import MicroBatcher
 from .images import ImageError, load_input_array
 
 __all__ = ["Embedder", "UntrainedEmbedder", "CGDEmbedder", "ModelDirError", "load_embedder", "default_cache_dir"]
@@ -58,6 +60,22 @@ class Embedder:
         step = max(1, int(self.model_batch_size))
         outs = [self._embed(batch[i:i + step]).numpy() for i in range(0, len(batch), step)]
         return np.concatenate(outs).astype(np.float32, copy=False)
+
+    query_batch_size: int = 8  # the most concurrent single-image queries one forward pass takes (embed_one)
+    _batcher_lock = threading.Lock()
+
+    def embed_one(self, image: np.ndarray) -> np.ndarray:
+        """One preprocessed image (size, size, 3) -> its (dim,) descriptor, as embed_batch computes it.
+
+        For serving: concurrent callers in this process (a web worker's request threads) share forward passes
+        (ml.batching.MicroBatcher), which costs less CPU per image than one pass each; a lone caller runs at
+        once."""
+        batcher = self.__dict__.get("_query_batcher")
+        if batcher is None:
+            with Embedder._batcher_lock:
+                batcher = self.__dict__.setdefault(
+                    "_query_batcher", MicroBatcher(self.embed_batch, max_batch=self.query_batch_size))
+        return batcher(np.asarray(image, dtype=np.float32))
 
     def _load(self, path, open_file=None) -> np.ndarray:
         if open_file is None:
