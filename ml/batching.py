@@ -55,6 +55,8 @@ class MicroBatcher:
         slot = _Slot(value)
         with self._changed:
             self._queue.append(slot)
+            if self._running and self.max_wait_s > 0:
+                self._changed.notify_all()  # a caller waiting for a fuller batch counts the queue again
             while True:
                 if slot.done:
                     break

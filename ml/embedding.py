@@ -69,7 +69,9 @@ class Embedder:
 
         For serving: concurrent callers in this process (a web worker's request threads) share forward passes
         (ml.batching.MicroBatcher), which costs less CPU per image than one pass each; a lone caller runs at
-        once."""
+        once. With ``query_batch_size`` 1, every call runs its own forward pass, concurrently with the others."""
+        if self.query_batch_size <= 1:
+            return self.embed_batch(np.asarray(image, dtype=np.float32)[None])[0]
         batcher = self.__dict__.get("_query_batcher")
         if batcher is None:
             with Embedder._batcher_lock:

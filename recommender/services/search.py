@@ -210,9 +210,9 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     ml.retrieval.scoring.ranked_indices (variety among the first results), the same functions evaluate_cgd
     measures, with the version's post-processing settings.
 
-    Four SQL statements a search (besides the active version): the two vector queries, the neighbours' linked
-    items with the vectors of those not yet among the candidates (_linked_items), and the candidates' rows with
-    their popularity (_items_with_popularity).
+    Five SQL statements a search (besides the active version): the two vector queries, the neighbours' linked
+    items with the vectors of those not yet among the candidates (_linked_items), the candidates' popularity,
+    and the rows of the k results.
     """
     from ml.retrieval.scoring import ranked_indices, score_matrix
 
@@ -242,15 +242,17 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
                         links[i, column[item_id]] = 1.0
     if not candidates:
         return []
-    items = _items_with_popularity(candidates)
+    popularity = _popularity(candidates)
     candidate_vectors = np.stack(candidate_vectors)
     scores = score_matrix(
         query[None], candidate_vectors, settings,
         known_snapshot_vecs=known_vectors, known_links=links,
-        item_popularity=np.array([items[i].popularity for i in candidates], np.float32),
+        item_popularity=np.array([popularity.get(i, 0) for i in candidates], np.float32),
     )
     best = ranked_indices(scores, settings, candidate_vectors)[0][:k]
     scores = scores[0]
+    # model instances for the k results only (building one per candidate costs more than this second query)
+    items = Item.objects.select_related("category").in_bulk([candidates[i] for i in best])
     return [ItemResult(item=items[candidates[i]], score=float(scores[i])) for i in best]
 
 
@@ -281,9 +283,9 @@ def _linked_items(snapshot_ids, candidates, version: ModelVersion, item_filter: 
     return items_of_snapshot, vectors
 
 
-def _items_with_popularity(ids) -> dict[int, "Item"]:
-    """The items by id (with their category), each with `popularity`: how many looks link it. One query."""
-    return Item.objects.select_related("category").annotate(popularity=Count("lookitem")).in_bulk(ids)
+def _popularity(item_ids) -> dict[int, int]:
+    """How many looks link each of the given items (items no look links are left out)."""
+    return dict(LookItem.objects.filter(item_id__in=item_ids).values_list("item_id").annotate(n=Count("look_id")))
 
 
 @dataclass(frozen=True)
@@ -363,12 +365,15 @@ def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None
         if not matches:
             return LookSearch(results=[], recognised=recognised)
         candidates = [m.id for m in matches]
-        snapshots = Snapshot.objects.select_related("look", "look__style").in_bulk(candidates)
-        looks = [snapshots[i].look_id for i in candidates]
+        look_of = dict(Snapshot.objects.filter(id__in=candidates).values_list("id", "look_id"))
+        looks = [look_of[i] for i in candidates]
         scores = item_query_scores(query[None], np.stack([m.vector for m in matches]), looks, settings,
                                    known_snapshot_vecs=known_vectors, query_links=query_links)[0]
         ranked = ranked_looks(scores[None], looks)[0]
         if len(ranked) >= k or len(candidates) < fetch:
+            # model instances for the k results only (one per candidate costs more than this second query)
+            shown = [candidates[j] for _, j in ranked[:k]]
+            snapshots = Snapshot.objects.select_related("look", "look__style").in_bulk(shown)
             results = [LookResult(look=snapshots[candidates[j]].look, snapshot=snapshots[candidates[j]],
                                   score=float(scores[j])) for _, j in ranked[:k]]
             return LookSearch(results=results, recognised=recognised)
