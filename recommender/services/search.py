@@ -210,9 +210,9 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     ml.retrieval.scoring.ranked_indices (variety among the first results), the same functions evaluate_cgd
     measures, with the version's post-processing settings.
 
-    Five SQL statements a search (besides the active version): the two vector queries, the neighbours' linked
-    items with the vectors of those not yet among the candidates (_linked_items), the candidates' popularity,
-    and the rows of the k results.
+    Five queries a search besides the active version (each vector query also sets its scan settings): the two
+    vector queries, the neighbours' linked items with the vectors of those not yet among the candidates
+    (_linked_items), the candidates' popularity, and the rows of the k results.
     """
     from ml.retrieval.scoring import ranked_indices, score_matrix
 
