@@ -194,6 +194,14 @@ def scoring_settings(version: ModelVersion):
     return card.postprocessing if card is not None else ScoringSettings()
 
 
+def hub_reference(version: ModelVersion):
+    """The version's reference items (item queries' hubness, ml.retrieval.scoring.softmax_hubness): a fixed
+    array shipped with the model and loaded with it, None for an untrained backbone or an older model."""
+    from recommender.embedders import get_embedder
+
+    return getattr(get_embedder(version), "hub_reference", None)
+
+
 def candidate_count(k: int) -> int:
     """How many nearest items snapshot -> items re-scores for k results."""
     return max(100, 10 * k)
@@ -333,6 +341,7 @@ def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None
             known_vectors = _vectors("snapshot", known_ids, version)
             query_links = np.ones((len(known_ids), 1), np.float32)
     expanded = expanded_item_queries(query[None], settings, known_vectors, query_links)[0]
+    reference = hub_reference(version)
     filters = {"snapshot__look__style__name": style} if style else {}
     fetch = max(100, 10 * k)
     while True:
@@ -342,7 +351,8 @@ def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None
         snapshots = Snapshot.objects.select_related("look", "look__style").in_bulk(candidates)
         looks = [snapshots[i].look_id for i in candidates]
         scores = item_query_scores(query[None], _vectors("snapshot", candidates, version), looks, settings,
-                                   known_snapshot_vecs=known_vectors, query_links=query_links)[0]
+                                   known_snapshot_vecs=known_vectors, query_links=query_links,
+                                   hub_reference=reference)[0]
         ranked = ranked_looks(scores[None], looks)[0]
         if len(ranked) >= k or len(candidates) < fetch:
             results = [LookResult(look=snapshots[candidates[j]].look, snapshot=snapshots[candidates[j]],
