@@ -9,7 +9,13 @@ cached feature maps (var/models/features), so every row costs seconds to minutes
   untrained descriptor of the same forward pass, free at serving time): cosine = (1 - a) * trained + a * GAP;
 * `centring`: each kind's mean descriptor (items, snapshots: over the fold's known looks) subtracted before
   cosine, alone and with CSLS;
-* `pooling`: a look scored by its best photo plus `b` times the mean of its photos.
+* `pooling`: a look scored by its best photo plus `b` times the mean of its photos;
+* `flip`: flip at test time (the mean of the descriptors of the image and its mirror image, the fold's head on
+  the cached feature maps of the mirrored images), alone and with the item hubness;
+* `hub`: item queries' hubness against the known items (inverted softmax, `item_hub_weight` x temperature);
+* `softmax`: the inverted softmax in place of CSLS for both directions (CSLS's shared knob; screening only).
+
+`--flip-all` puts every row on top of flip at test time.
 
 Rows are pooled over the folds as `bench/inner_kfold.py` pools them (same folds, same held-out looks), with
 `DEFAULT_POSTPROCESSING` unless a row says otherwise. Never run on val.
@@ -70,12 +76,16 @@ def fold_head(run: Path, feature_shape):
     return build_descriptor_model(head)
 
 
+_FLIPPED: dict = {}
+
+
 def flip_vectors(args, dataset, names, fold: int, candidate: str) -> dict:
     """The candidate's descriptors of the mirrored images (``FLIP_VIEW`` feature maps), one fold."""
+    if (fold, candidate) in _FLIPPED:
+        return _FLIPPED[(fold, candidate)]
     from ml.training.feature_cache import FLIP_VIEW, FeatureCache
 
-    maps, _ = FeatureCache(args.cache, "lite2").features([dataset.root / n for n in names], views=(FLIP_VIEW,),
-                                                         progress=True)
+    maps, _ = FeatureCache(args.cache, "lite2").features([dataset.root / n for n in names], views=(FLIP_VIEW,))
     flipped = {Path(p).name: m for (p, _), m in maps.items()}
     order = [n for n in names if n in flipped]
     x = np.stack([flipped[n] for n in order]).astype(np.float32)
@@ -84,7 +94,8 @@ def flip_vectors(args, dataset, names, fold: int, candidate: str) -> dict:
     for seed in seeds.split(","):
         head = fold_head(run_dir(args.out, fold, config, int(seed)), x.shape[1:])
         parts.append(np.concatenate([np.asarray(head(x[i:i + 128])) for i in range(0, len(x), 128)]))
-    return dict(zip(order, normalise(np.concatenate(parts, axis=1))))
+    _FLIPPED[(fold, candidate)] = dict(zip(order, normalise(np.concatenate(parts, axis=1))))
+    return _FLIPPED[(fold, candidate)]
 
 
 def with_flip(vectors: dict, flipped: dict) -> dict:
@@ -143,6 +154,8 @@ def pooled(args, dataset, pool, candidate, settings, transform=None, gap=None) -
         vectors = fold_vectors(args, fold, candidate)
         zero = np.zeros(len(next(iter(vectors.values()))), np.float32)
         vectors = {n: vectors.get(n, zero) for n in images_to_embed(split)}
+        if args.flip_all:  # every row on top of flip at test time
+            vectors = with_flip(vectors, flip_vectors(args, dataset, list(vectors), fold, candidate))
         if transform is not None:
             vectors = transform(vectors, known) if not getattr(transform, "per_fold", False) else transform(
                 vectors, known, fold)
@@ -159,6 +172,10 @@ def pooled(args, dataset, pool, candidate, settings, transform=None, gap=None) -
     return total
 
 
+def labelled_row(args, label: str, metrics: dict) -> str:
+    return row(("flip at test time + " if args.flip_all else "") + label, metrics)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED / "dev")
@@ -170,6 +187,7 @@ def main() -> None:
     parser.add_argument("--fusion-weights", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5])
     parser.add_argument("--hub-temperatures", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3])
     parser.add_argument("--hub-weights", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--flip-all", action="store_true", help="every row with flip at test time")
     parser.add_argument("--pca-dims", type=int, nargs="*", default=[])
     args = parser.parse_args()
     dataset = LookDataset.from_folder(args.data)
@@ -180,7 +198,8 @@ def main() -> None:
     print(HEADER.format("model, idea"))
     for model in args.models:
         m = pooled(args, dataset, pool, model, base)
-        print(row(f"{model}, DEFAULT_POSTPROCESSING (folds {m['folds']})", m), flush=True)
+        label = "flip at test time + " if args.flip_all else ""
+        print(row(f"{model}, {label}DEFAULT_POSTPROCESSING (folds {m['folds']})", m), flush=True)
         if "fusion" in args.ideas:
             for a in args.fusion_weights:
                 print(row(f"{model}, fusion with GAP a = {a}",
@@ -210,7 +229,7 @@ def main() -> None:
             for tau in args.hub_temperatures:
                 for w in args.hub_weights:
                     st = replace(base, item_hub_weight=w, item_hub_temperature=tau)
-                    print(row(f"{model}, item hubness (inverted softmax over the known items) tau {tau} weight {w}",
+                    print(labelled_row(args, f"{model}, item hubness (inverted softmax over the known items) tau {tau} weight {w}",
                               pooled(args, dataset, pool, model, st)), flush=True)
         if "softmax" in args.ideas:
             import ml.retrieval.scoring as scoring

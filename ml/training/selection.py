@@ -46,6 +46,8 @@ DEFAULT_POSTPROCESSING = ScoringSettings(
 
 #: the directions the knobs are judged on: item queries by what the product shows (six looks, each once)
 _S2I, _I2L = "snapshot_to_items", "item_to_looks"
+#: item-query hubness (inverted softmax against the model's reference items) tried: off, and weight x temperature
+_HUB_GRID = [(0.0, 0.1)] + [(w, t) for w in (0.5, 1.0, 1.5) for t in (0.1, 0.15, 0.2)]
 #: CSLS settings tried for each direction: off, and k x weight
 _CSLS_GRID = [(0, 0.5)] + [(k, w) for k in (5, 10, 20) for w in (0.25, 0.5, 1.0)]
 
@@ -101,6 +103,8 @@ def select_postprocessing(dataset: LookDataset, vectors: dict, val_look_ids, kno
         consider(_S2I, dba=True, dba_k=dba_k)
     for ck, cw in _CSLS_GRID:
         consider(_I2L, csls_k=ck, csls_weight=cw)
+    for weight, temperature in _HUB_GRID:  # item queries: snapshots every item resembles demoted
+        consider(_I2L, item_hub_weight=weight, item_hub_temperature=temperature)
     for qe_w in (0.0, 0.5, 1.0, 2.0):   # item queries + the known snapshots wearing them
         consider(_I2L, item_link_qe=qe_w)
     for pool in (0.0, 0.5, 0.8, 1.0):   # a look's photos share their best score
