@@ -39,9 +39,14 @@ MIN_GAIN = 1.03  # a setting is adopted only if it beats the current best by 3 %
 #: Item transfer is off: judged on item -> looks (what the product shows) on two of those folds it adds nothing
 #: (mAP 0.3605 -> 0.3582 with weight 0.3 / top-5; `bench/inner_kfold.py items`), and the platform could only
 #: approximate its neighbourhoods (each gallery photo's nearest known photos among the whole catalogue).
+#: Item queries' hubness (inverted softmax against the model's reference items, weight 1.0, temperature 0.15):
+#: chosen on all five inner folds (`bench/item_query_ideas.py`, 1350 item queries pooled): item -> looks mAP@100
+#: 0.3957 -> 0.4144 (+4.7 %), hit@6 0.676 -> 0.695, unseen item -> looks 0.3621 -> 0.3756 (docs/RESULTS.md,
+#: issue 11 session 9).
 DEFAULT_POSTPROCESSING = ScoringSettings(
     lt_weight=0.85, lt_top_k=50, lt_reduce="weighted", pop_weight=0.1, diversity=0.5, diversity_depth=18,
     item_transfer_weight=0.0, item_transfer_top_k=5, item_link_qe=1.0, look_pooling=1.0,
+    item_hub_weight=1.0, item_hub_temperature=0.15,
 )
 
 #: the directions the knobs are judged on: item queries by what the product shows (six looks, each once)
