@@ -224,7 +224,9 @@ class CGDEmbedder(Embedder):
             raise ModelDirError(f"{path}: cannot read the reference items ({e})") from None
         if reference.ndim != 2 or reference.shape[1] != self.dim:
             raise ModelDirError(f"{path}: reference items of shape {reference.shape}, expected (n, {self.dim})")
-        return reference.astype(np.float32)
+        from .retrieval.scoring import normalise
+
+        return normalise(reference)
 
 
 def load_embedder(spec, cache_dir=None) -> Embedder:

@@ -50,7 +50,7 @@ class ScoringRanker(Ranker):
         if hub_reference is None and self.settings.item_hub_weight > 0:
             names = [n for n in self.item_popularity if n in self.vectors]
             hub_reference = self._matrix(sorted(names, key=self._item_order)) if names else None
-        self.hub_reference = hub_reference
+        self.hub_reference = normalise(hub_reference) if hub_reference is not None else None
 
     def _matrix(self, names: Sequence[str]) -> np.ndarray:
         missing = [n for n in names if n not in self.vectors]

@@ -120,7 +120,7 @@ def hubness(vectors, reference, top_k: int) -> np.ndarray:
 
 
 def softmax_hubness(vectors, reference, temperature: float, chunk: int = 4096) -> np.ndarray:
-    """``tau * log sum_r exp(<v, r> / tau)`` of each row ``v`` of ``vectors`` over the rows of ``reference``.
+    """``tau * log sum_r exp(<v, r> / tau)`` of each row ``v`` of ``vectors`` over the (unit) rows of ``reference``.
 
     The normaliser of the inverted softmax (Smith et al. 2017): a snapshot that is close to many items (a
     plain street photo that every product resembles a little) has a large one.  Subtracting it ranks a
@@ -129,7 +129,9 @@ def softmax_hubness(vectors, reference, temperature: float, chunk: int = 4096) -
     top-k instead); its reference is fixed with the model (the items it was trained on), so it costs
     ``len(reference)`` dot products per scored snapshot and does not grow with the catalogue."""
     v = normalise(vectors)
-    ref = normalise(reference) if len(reference) else np.zeros((0, v.shape[1]), np.float32)
+    # the reference's rows are unit vectors already (the export writes them so, the embedder and the ranker
+    # load them so): normalising them again on every query would cost more than the dot products
+    ref = np.asarray(reference, dtype=np.float32) if len(reference) else np.zeros((0, v.shape[1]), np.float32)
     if len(ref) == 0 or len(v) == 0:
         return np.zeros(len(v), np.float32)
     out = np.empty(len(v), np.float32)
