@@ -218,6 +218,7 @@ class CGDEmbedder(Embedder):
         if shape[-1] != self.dim:
             raise ModelDirError(f"{model_dir}: model outputs {shape[-1]}-d, card says {self.dim}")
         self.model_dir = model_dir
+        self.hub_reference = self._hub_reference(model_dir)
         self.name = f"cgd-{self.card.backbone or '?'}-{model_dir.name}"
         size, model = self.input_size, self.model
 
@@ -227,6 +228,25 @@ class CGDEmbedder(Embedder):
             return tf.math.l2_normalize(model(batch, training=False), axis=1, epsilon=1e-24)
 
         self._embed = _embed
+
+
+    def _hub_reference(self, model_dir: Path):
+        """The model's reference items ``(R, dim)`` (``hub_reference.npy``), None when it has none (an older
+        model: item queries are then scored without the hubness correction)."""
+        from .model_card import HUB_REFERENCE_FILE
+
+        path = model_dir / HUB_REFERENCE_FILE
+        if not path.is_file():
+            return None
+        try:
+            reference = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ModelDirError(f"{path}: cannot read the reference items ({e})") from None
+        if reference.ndim != 2 or reference.shape[1] != self.dim:
+            raise ModelDirError(f"{path}: reference items of shape {reference.shape}, expected (n, {self.dim})")
+        from .retrieval.scoring import normalise
+
+        return normalise(reference)
 
 
 def load_embedder(spec, cache_dir=None) -> Embedder:

@@ -196,6 +196,14 @@ def scoring_settings(version: ModelVersion):
     return card.postprocessing if card is not None else ScoringSettings()
 
 
+def hub_reference(version: ModelVersion):
+    """The version's reference items (item queries' hubness, ml.retrieval.scoring.softmax_hubness): a fixed
+    array shipped with the model and loaded with it, None for an untrained backbone or an older model."""
+    from recommender.embedders import get_embedder
+
+    return getattr(get_embedder(version), "hub_reference", None)
+
+
 def candidate_count(k: int) -> int:
     """How many nearest items snapshot -> items re-scores for k results."""
     return max(100, 10 * k)
@@ -358,6 +366,7 @@ def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None
             known_vectors = np.stack([decode_vector(data) for data in known])
             query_links = np.ones((len(known), 1), np.float32)
     expanded = expanded_item_queries(query[None], settings, known_vectors, query_links)[0]
+    reference = hub_reference(version)
     filters = {"snapshot__look__style__name": style} if style else {}
     fetch = max(100, 10 * k)
     while True:
@@ -368,7 +377,8 @@ def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None
         look_of = dict(Snapshot.objects.filter(id__in=candidates).values_list("id", "look_id"))
         looks = [look_of[i] for i in candidates]
         scores = item_query_scores(query[None], np.stack([m.vector for m in matches]), looks, settings,
-                                   known_snapshot_vecs=known_vectors, query_links=query_links)[0]
+                                   known_snapshot_vecs=known_vectors, query_links=query_links,
+                                   hub_reference=reference)[0]
         ranked = ranked_looks(scores[None], looks)[0]
         if len(ranked) >= k or len(candidates) < fetch:
             # model instances for the k results only (one per candidate costs more than this second query)
