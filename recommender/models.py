@@ -251,6 +251,10 @@ class TrainingJob(models.Model):
     finished = models.DateTimeField(null=True, blank=True)
     # when its task was last sent to the training worker (None: not sent yet; the reconciler sends it)
     queued_at = models.DateTimeField(null=True, blank=True)
+    # tries started (a worker that dies mid-training costs one; services.training.MAX_TRAINING_ATTEMPTS in all)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # refreshed while a worker trains it: a running job whose heartbeat stopped lost its worker
+    heartbeat = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created"]

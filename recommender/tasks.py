@@ -70,7 +70,8 @@ def reconcile_on_start(**_):
 
 @shared_task(bind=True, acks_late=True)
 def train_catalogue_model(self, job_id):
-    """The first start's background training (on the "training" queue, its own worker process)."""
+    """The first start's background training (on the "training" queue, its own worker process). A worker that
+    dies during it costs one of the job's tries; the reconciler queues it again (services.training)."""
     from django.utils import timezone
 
     from recommender.models import Descriptor, TrainingJob
@@ -84,13 +85,14 @@ def train_catalogue_model(self, job_id):
         TrainingJob.objects.filter(pk=job_id).update(queued_at=timezone.now())
         raise self.retry(countdown=30, max_retries=None)
     try:
-        training.train_catalogue_model(job)
+        version = training.train_catalogue_model(job)  # None: alive in another worker, or out of tries
     except Exception as error:
         job.refresh_from_db()
         job.state, job.message = TrainingJob.State.FAILED, f"{type(error).__name__}: {error}"
         job.save(update_fields=["state", "message"])
         raise
-    return TrainingJob.State.REEMBEDDING
+    job.refresh_from_db()
+    return job.state if version is None else TrainingJob.State.REEMBEDDING
 
 
 # reject_on_worker_lost=False: a tagging task whose worker dies is dropped, not redelivered forever (an image

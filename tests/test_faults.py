@@ -315,3 +315,61 @@ def test_a_training_job_that_could_not_be_queued_is_sent_by_the_reconciler(trans
     reconcile()
     assert client.llen("training") == 1, "a job on its way is not sent twice"
     client.delete("training")
+
+
+def test_a_training_job_whose_worker_died_is_queued_again_then_given_up(transactional_db, active_version):
+    """A running job whose heartbeat stopped (its worker was killed) is queued and sent again by the reconciler
+    while it has tries left, and failed once they are used up; a job whose worker is alive is left alone."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    from recommender.models import TrainingJob
+    from recommender.services.reconcile import reconcile
+    from recommender.services.training import HEARTBEAT_STALE_AFTER, MAX_TRAINING_ATTEMPTS
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.delete("training")
+    now = timezone.now()
+    silent = now - HEARTBEAT_STALE_AFTER - timedelta(seconds=5)
+    alive = TrainingJob.objects.create(state=TrainingJob.State.RUNNING, attempts=1, heartbeat=now, queued_at=silent)
+    died = TrainingJob.objects.create(state=TrainingJob.State.RUNNING, attempts=1, heartbeat=silent, queued_at=silent)
+
+    reconcile()
+    died.refresh_from_db(), alive.refresh_from_db()
+    assert died.state == TrainingJob.State.QUEUED and died.queued_at > silent, "queued and sent again"
+    assert client.llen("training") == 1
+    assert alive.state == TrainingJob.State.RUNNING
+
+    # its worker dies in every try: after the last one the job fails instead of looping
+    TrainingJob.objects.filter(pk=died.pk).update(
+        state=TrainingJob.State.RUNNING, attempts=MAX_TRAINING_ATTEMPTS, heartbeat=silent)
+    reconcile()
+    died.refresh_from_db()
+    assert died.state == TrainingJob.State.FAILED and f"{MAX_TRAINING_ATTEMPTS} tries" in died.message
+    assert client.llen("training") == 1, "nothing more was sent"
+    client.delete("training")
+
+
+def test_a_training_try_is_claimed_once_and_keeps_a_heartbeat(transactional_db, active_version, monkeypatch):
+    """A redelivered training message leaves a job another worker is training alone; a job out of tries fails
+    instead of starting again; a running try refreshes its heartbeat."""
+    from recommender.models import TrainingJob
+    from recommender.services import training
+
+    alive = TrainingJob.objects.create(state=TrainingJob.State.RUNNING, attempts=1, heartbeat=timezone.now())
+    assert training.claim(alive.pk) is None
+    alive.refresh_from_db()
+    assert alive.state == TrainingJob.State.RUNNING and alive.attempts == 1
+
+    spent = TrainingJob.objects.create(attempts=training.MAX_TRAINING_ATTEMPTS)
+    assert training.claim(spent.pk) is None
+    assert TrainingJob.objects.get(pk=spent.pk).state == TrainingJob.State.FAILED
+
+    job = training.claim(TrainingJob.objects.create().pk)
+    assert job.state == TrainingJob.State.RUNNING and job.attempts == 1
+    monkeypatch.setattr(training, "HEARTBEAT_EVERY", 0.1)
+    started = job.heartbeat
+    with training.heartbeat(job.pk):
+        wait_until(lambda: TrainingJob.objects.get(pk=job.pk).heartbeat > started, timeout=10,
+                   message="the heartbeat is refreshed while the try runs")

@@ -10,7 +10,9 @@ Only one runs at a time (a Postgres advisory lock); the others return at once.
 
 What it does, in order:
 1. jobs: a re-embedding whose descriptors are all done switches the active version (or fails); a training
-   job follows its re-embedding; a training job whose task could not be queued (or was lost) is sent again.
+   job follows its re-embedding; a training job whose task could not be queued (or was lost) is sent again,
+   and one whose worker died mid-training (its heartbeat stopped) is queued again for a bounded number of
+   tries (services.training.recover_stalled_jobs).
 2. failed descriptors of the versions in use are retried, a bounded number of times (MAX_ATTEMPTS tries in all).
 3. pending descriptors never sent (the broker was down, or a re-embedding waits for room) are sent, the bulk
    queue filled up to MAX_QUEUED_BATCHES only, so a re-embedding of 1M images never puts 1M ids in Redis.
@@ -30,7 +32,7 @@ from fashionsite.queueing import BULK_QUEUE, INTERACTIVE_QUEUE, TRAINING_QUEUE, 
 from recommender.models import Descriptor, ReembedJob, TrainingJob
 from recommender.services.embedding import BATCH_SIZE, MAX_ATTEMPTS, interactive_rows, send_batches
 from recommender.services.reembedding import finish_if_complete, versions_receiving_new_images
-from recommender.services.training import refresh_training_job
+from recommender.services.training import recover_stalled_jobs, refresh_training_job
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ def advance_jobs() -> dict:
         states[f"reembed {job_id}"] = finish_if_complete(job_id).state
     for job in TrainingJob.objects.filter(state=TrainingJob.State.REEMBEDDING):
         states[f"training {job.id}"] = refresh_training_job(job).state
+    for job_id, state in recover_stalled_jobs().items():  # their worker died; sent below when queued again
+        states[f"training {job_id}"] = state
     return states
 
 
