@@ -2,6 +2,8 @@
 batched forward pass, measured in the same run, and where the time goes.
 
     .venv/bin/python bench/embedding_throughput.py [--model DIR] [--limit N]
+    nice -n 19 .venv/bin/python bench/embedding_throughput.py --prepare   # import the catalogue once, niced
+    .venv/bin/python bench/embedding_throughput.py --reuse [--model DIR]  # then time only the embedding
 
 Runs on its own data directory (var/bench) and Redis port, so it never touches the platform's data. For the
 model (the untrained Lite0 by default, or a trained model directory with --model):
@@ -58,6 +60,17 @@ def tree_cpu(process: psutil.Process) -> float:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def postgres_cpu(data_dir: Path) -> float:
+    """CPU seconds of the embedded Postgres server so far: the postmaster, its live backends, and the backends that
+    have exited (reaped by the postmaster: its children's times). 0 when the server is elsewhere (DATABASE_URL)."""
+    pid_file = data_dir / "postgres" / "postmaster.pid"
+    if os.environ.get("DATABASE_URL") or not pid_file.exists():
+        return 0.0
+    postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+    times = postmaster.cpu_times()
+    return times.children_user + times.children_system + tree_cpu(postmaster)
 
 
 def measure_limit(embedder, arrays, batch_size: int = 32, repeats: int = 3) -> tuple[float, float]:
@@ -119,6 +132,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="import only the first N files (0: all)")
     parser.add_argument("--model", type=Path, help="a trained model directory (default: the untrained Lite0)")
+    parser.add_argument("--prepare", action="store_true",
+                        help="import the sample catalogue into var/bench and stop (run it under nice -n 19)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the catalogue imported before (--prepare): only the descriptors are made anew")
     args = parser.parse_args()
 
     services = launcher.Services()
@@ -136,13 +153,17 @@ def main() -> None:
         from recommender.embedders import get_embedder
         from recommender.models import Descriptor, Item, Look, ModelVersion, ReembedJob
         from recommender.services.catalogue import entries_from_folder, import_entries
+        from recommender.services.embedding import queue_embedding
+        from recommender.services.reembedding import describe_missing_images
         from recommender.services.versions import DEFAULT_VERSION, activate, register_version
 
         app.control.purge()
         ReembedJob.objects.all().delete()
-        Look.objects.all().delete()
-        Item.objects.all().delete()
         Descriptor.objects.all().delete()
+        reuse = args.reuse and Item.objects.exists()
+        if not reuse:
+            Look.objects.all().delete()
+            Item.objects.all().delete()
         if args.model:
             from ml.embedding import load_embedder
 
@@ -153,11 +174,20 @@ def main() -> None:
             version = register_version(**DEFAULT_VERSION)
         activate(version)
         ModelVersion.objects.exclude(pk=version.pk).delete()  # only the measured version receives the images
-        entries = entries_from_folder(sample_catalogue_dir())
-        entries = entries[: args.limit] if args.limit else entries
-        report = import_entries(entries, progress=True)
+        if reuse:
+            # the imported catalogue, a pending descriptor per image, sent as an import sends them
+            describe_missing_images(version)
+            queue_embedding(Descriptor.objects.filter(model_version=version).values_list("id", flat=True))
+            print(f"reused the catalogue imported before ({Item.objects.count()} items)", flush=True)
+        else:
+            entries = entries_from_folder(sample_catalogue_dir())
+            entries = entries[: args.limit] if args.limit else entries
+            report = import_entries(entries, progress=True)
+            print(report.summary(), flush=True)
+            if args.prepare:
+                return
         total = Descriptor.objects.count()
-        print(report.summary(), f"-> {total} images to embed with {version.name} ({version.dim}-d)", flush=True)
+        print(f"{total} images to embed with {version.name} ({version.dim}-d)", flush=True)
 
         embedder = get_embedder(version)
         sample = list(Descriptor.objects.select_related("snapshot", "item").order_by("id")[:320])
@@ -165,7 +195,8 @@ def main() -> None:
         arrays = parts.pop("arrays")
         limit_before, cpu_before = measure_limit(embedder, arrays)
 
-        worker_log_path = Path(settings.DATA_DIR) / "bench-worker.log"
+        data_dir = Path(settings.DATA_DIR)
+        worker_log_path = data_dir / "bench-worker.log"
         worker_log = worker_log_path.open("w")
         worker = psutil.Process(services.spawn(
             "worker", launcher.worker_command(concurrency=1, beat=False),
@@ -179,13 +210,14 @@ def main() -> None:
             ready = Descriptor.objects.exclude(status=Descriptor.Status.PENDING).count()
             if ready and first_ready_at is None:
                 first_ready_at = (time.monotonic(), ready)
-                cpu_at_first = tree_cpu(worker)
+                cpu_at_first, pg_at_first = tree_cpu(worker), postgres_cpu(data_dir)
             if ready < total:
-                cpu_last = tree_cpu(worker)
+                cpu_last, pg_last = tree_cpu(worker), postgres_cpu(data_dir)
             if time.monotonic() - started > 1800:
                 raise SystemExit(f"timed out with {ready}/{total} descriptors done")
         finished = time.monotonic()
         pipeline_cpu = (cpu_last - cpu_at_first) / (total - first_ready_at[1]) * 1000
+        server_cpu = (pg_last - pg_at_first) / (total - first_ready_at[1]) * 1000
         services.stop_service("worker")
         # the machine may be shared: the limit is measured before and after the pipeline, and the ratio uses
         # their mean (both are printed)
@@ -194,7 +226,8 @@ def main() -> None:
         forward_cpu = (cpu_before + cpu_after) / 2
         failed = Descriptor.objects.filter(status=Descriptor.Status.FAILED).count()
         steady = (total - first_ready_at[1]) / (finished - first_ready_at[0])
-        print(f"model: {version.name} ({version.dim}-d, {version.spec})")
+        print(f"model: {version.name} ({version.dim}-d, {version.spec}); load average now (1/5/15 min): "
+              + " ".join(f"{x:.2f}" for x in os.getloadavg()))
         print(f"limit, the model's batched forward pass (batches of 32, decoded beforehand): {limit:.1f} images/s "
               f"(before the pipeline {limit_before:.1f}, after {limit_after:.1f})")
         print(f"parts, one thread each: decode through the storage {parts['decode_ms']:.2f} ms/image, "
@@ -208,6 +241,8 @@ def main() -> None:
         print(f"CPU per image (user + system, all threads): forward pass {forward_cpu:.1f} ms (before {cpu_before:.1f}, "
               f"after {cpu_after:.1f}); the worker (main + pool, steady state) {pipeline_cpu:.1f} ms "
               f"-> forward / pipeline = {100 * forward_cpu / pipeline_cpu:.0f} %")
+        print(f"CPU per image of the Postgres server meanwhile (the rows, their HNSW index): {server_cpu:.1f} ms "
+              f"-> forward / (worker + Postgres) = {100 * forward_cpu / (pipeline_cpu + server_cpu):.0f} %")
         print(f"worker peak memory (RSS, main + pool): {peak / 2**20:.0f} MiB")
         worker_log.close()
         task_seconds = [float(m) for m in re.findall(r"embed_descriptors\[[^]]+\] succeeded in ([0-9.]+)s",

@@ -15,6 +15,12 @@ client loops, without pause, over a mix of requests drawn at random:
 and prints, per kind and overall: requests, errors (any status but 200, or no answer), throughput, p50 and p95.
 Beside them, the model's batched forward-pass rate (images/s, batches of 32, the active version), measured by
 this script in the same run just before the load, and `uptime` before and after (the machine may be shared).
+
+It also prints what a request cost the server in CPU: the CPU seconds that the web server's processes (the
+process listening on the URL's port and its children, e.g. gunicorn's master and workers) and the embedded
+Postgres (its postmaster and backends) used during the load, divided by the requests answered. On a shared
+machine latency follows the share of the cores the server got; the CPU per request does not, so it is the
+figure to compare between runs when the machine's load changed.
 Bounded: loopback URLs only, --duration at most 600 s, each request times out after 60 s.
 """
 import argparse
@@ -98,6 +104,56 @@ def sample_files(suffix: str) -> list[Path]:
     return files
 
 
+def listening_process(port: int):
+    """The process that owns the listening socket on `port` (for a pre-fork server, the master), or None."""
+    import psutil
+
+    pids = {c.pid for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid}
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            if process.ppid() not in pids:
+                return process
+        except psutil.Error:
+            continue
+    return None
+
+
+def postgres_process():
+    """The embedded Postgres server's postmaster (FASHIONSITE_DATA_DIR), or None (DATABASE_URL, or not found)."""
+    import psutil
+
+    from fashionsite.paths import data_dir
+
+    if os.environ.get("DATABASE_URL"):
+        return None
+    try:
+        return psutil.Process(int((data_dir() / "postgres" / "postmaster.pid").read_text().split()[0]))
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return None
+
+
+def tree_cpu_seconds(process) -> float:
+    """User + system CPU seconds of a process and its live children (and the children it has reaped)."""
+    import psutil
+
+    if process is None:
+        return 0.0
+    total = 0.0
+    try:
+        members = [process] + process.children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    for member in members:
+        try:
+            times = member.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+        except psutil.Error:
+            continue
+    return total
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -159,6 +215,9 @@ def main() -> int:
     before = uptime()
     print(f"uptime before: {before}")
 
+    server, postgres = listening_process(urlparse(args.url).port or 80), postgres_process()
+    cpu_before = tree_cpu_seconds(server), tree_cpu_seconds(postgres)
+    own_cpu_before = time.process_time()  # the load generator shares the cores: its own cost is printed too
     results, lock = [], threading.Lock()
     deadline = time.monotonic() + args.duration
     started = time.monotonic()
@@ -171,6 +230,8 @@ def main() -> int:
     for thread in threads:
         thread.join()
     wall = time.monotonic() - started
+    cpu_web, cpu_db = (tree_cpu_seconds(p) - before for p, before in zip((server, postgres), cpu_before))
+    cpu_client = time.process_time() - own_cpu_before
     print(f"uptime after:  {uptime()}")
 
     by_kind = defaultdict(list)
@@ -191,6 +252,13 @@ def main() -> int:
         for row in failures:
             statuses[(row[0], row[3])] += 1
         print("errors:", ", ".join(f"{kind} -> {status}: {n}" for (kind, status), n in sorted(statuses.items())))
+    answered = max(1, len(results))
+    web_name = f"{server.name()} pid {server.pid}" if server is not None else "not found"
+    print(f"\nserver CPU per request (all kinds): web {1000 * cpu_web / answered:.1f} ms ({web_name} and children), "
+          f"Postgres {1000 * cpu_db / answered:.1f} ms ({'embedded' if postgres is not None else 'not measured'}); "
+          f"{cpu_web + cpu_db:.1f} CPU s in {wall:.0f} s of load = {(cpu_web + cpu_db) / wall:.2f} cores")
+    print(f"load generator (this process): {1000 * cpu_client / answered:.1f} ms CPU per request = "
+          f"{cpu_client / wall:.2f} cores")
     items = [row[1] for row in by_kind.get("search items", [])]
     p95 = percentile(items, 0.95) if items else float("inf")
     verdict = "meets" if p95 <= TARGET_ITEMS_P95_MS and not failures else "misses"

@@ -127,6 +127,11 @@ AUTO_TAGGING = os.environ.get("FASHIONSITE_AUTO_TAGGING", "1") == "1"
 
 # Converted ImageNet weights and trained models (see ml/).
 MODEL_CACHE_DIR = DATA_DIR / "models"
+# Search queries of one web process that arrive while its model is busy share the next forward pass, up to this
+# many (ml.batching). 1 (the default) gives every query a pass of its own, concurrently: on the 2-core machine
+# sharing passes saved ~8 % of the model's CPU per image but no measurable CPU per request under load, and it
+# queues a process's queries behind one another (docs/RESULTS.md, "Issue 10: load (session 9)").
+QUERY_BATCH_SIZE = int(os.environ.get("FASHIONSITE_QUERY_BATCH", "1"))
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 

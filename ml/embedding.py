@@ -2,6 +2,7 @@
 
     emb = load_embedder("untrained-lite0", cache_dir)
     ok_paths, vectors, errors = emb.embed_files(paths)
+    for names, vectors, errors in emb.iter_embedded(paths, batch_size=8): ...   # batch by batch
 
 Vectors are float32 and L2-normalised (cosine similarity == dot product).
 No Django imports here.
@@ -10,14 +11,21 @@ No Django imports here.
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from .batching import MicroBatcher
 from .images import ImageError, load_input_array
 
 __all__ = ["Embedder", "UntrainedEmbedder", "CGDEmbedder", "ModelDirError", "load_embedder", "default_cache_dir"]
+
+
+DECODE_AHEAD = 2
+"""Batches decoded ahead of the forward pass in ``Embedder.embed_files`` (memory: this many batches of inputs)."""
 
 
 def default_cache_dir() -> Path:
@@ -59,6 +67,24 @@ class Embedder:
         outs = [self._embed(batch[i:i + step]).numpy() for i in range(0, len(batch), step)]
         return np.concatenate(outs).astype(np.float32, copy=False)
 
+    query_batch_size: int = 8  # the most concurrent single-image queries one forward pass takes (embed_one)
+    _batcher_lock = threading.Lock()
+
+    def embed_one(self, image: np.ndarray) -> np.ndarray:
+        """One preprocessed image (size, size, 3) -> its (dim,) descriptor, as embed_batch computes it.
+
+        For serving: concurrent callers in this process (a web worker's request threads) share forward passes
+        (ml.batching.MicroBatcher), which costs less CPU per image than one pass each; a lone caller runs at
+        once. With ``query_batch_size`` 1, every call runs its own forward pass, concurrently with the others."""
+        if self.query_batch_size <= 1:
+            return self.embed_batch(np.asarray(image, dtype=np.float32)[None])[0]
+        batcher = self.__dict__.get("_query_batcher")
+        if batcher is None:
+            with Embedder._batcher_lock:
+                batcher = self.__dict__.setdefault(
+                    "_query_batcher", MicroBatcher(self.embed_batch, max_batch=self.query_batch_size))
+        return batcher(np.asarray(image, dtype=np.float32))
+
     def _load(self, path, open_file=None) -> np.ndarray:
         if open_file is None:
             return load_input_array(path, self.input_size)
@@ -72,56 +98,66 @@ class Embedder:
         Returns ``(ok_paths, vectors, errors)``: ``vectors[i]`` belongs to
         ``ok_paths[i]`` (input order kept); ``errors`` maps each file that could
         not be loaded to a message.  A bad file never aborts the rest.
-        Decoding runs in a thread pool, overlapping the forward pass.
         ``open_file(name)``: opens a name as a binary file object (default: the local file ``name``).
+        Decoding overlaps the forward pass (:meth:`iter_embedded`).
         """
-        paths = [os.fspath(p) for p in paths]
-        batch_size = max(1, int(batch_size))
         ok_paths: list[str] = []
         chunks: list[np.ndarray] = []
         errors: dict[str, str] = {}
+        for names, vectors, batch_errors in self.iter_embedded(paths, batch_size, progress, open_file):
+            ok_paths.extend(names)
+            chunks.append(vectors)
+            errors.update(batch_errors)
+        vectors = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+        return ok_paths, vectors, errors
+
+    def iter_embedded(self, paths, batch_size: int = 32, progress: bool = False, open_file=None):
+        """Embeds image files batch by batch, yielding ``(names, vectors, errors)`` per batch of ``batch_size``
+        files in input order (``vectors[i]`` belongs to ``names[i]``; ``errors``: file -> message), so that a
+        caller can store one batch while the model runs on the next.
+
+        Decoding runs in a background thread, ``DECODE_AHEAD`` batches ahead of the forward pass: each batch is
+        decoded and stacked there as one job, so the model's thread hands over once per batch (one job per image
+        cost a wait for the GIL per image: up to 5 ms each, sys.getswitchinterval, on the 2 cores).
+        """
+        paths = [os.fspath(p) for p in paths]
+        batch_size = max(1, int(batch_size))
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=len(paths), desc=f"embedding ({self.name})", unit="img")
-
-        def load(p):
-            try:
-                return self._load(p, open_file), None
-            except ImageError as e:
-                return None, str(e)
-            except Exception as e:  # noqa: BLE001 - never abort the whole run
-                return None, f"{p}: {type(e).__name__}: {e}"
-
         batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+        pool = ThreadPoolExecutor(max_workers=max(1, self.decode_workers), thread_name_prefix="decode")
         try:
-            with ThreadPoolExecutor(max_workers=max(1, self.decode_workers)) as pool:
-                pending = [pool.submit(load, p) for p in batches[0]] if batches else []
-                for bi in range(len(batches)):
-                    current = pending
-                    # queue the next batch's decoding before running the model
-                    pending = ([pool.submit(load, p) for p in batches[bi + 1]]
-                               if bi + 1 < len(batches) else [])
-                    arrays, names = [], []
-                    for p, fut in zip(batches[bi], current):
-                        arr, err = fut.result()
-                        if err is None:
-                            arrays.append(arr)
-                            names.append(p)
-                        else:
-                            errors[p] = err
-                    if arrays:
-                        vecs = self.embed_batch(np.stack(arrays))
-                        chunks.append(np.asarray(vecs, dtype=np.float32))
-                        ok_paths.extend(names)
-                    if bar is not None:
-                        bar.update(len(batches[bi]))
-        finally:
+            ahead = deque(pool.submit(self._decode_batch, b, open_file) for b in batches[:DECODE_AHEAD])
+            for bi in range(len(batches)):
+                arrays, names, errors = ahead.popleft().result()
+                if bi + DECODE_AHEAD < len(batches):  # keep the decoder busy while the model runs
+                    ahead.append(pool.submit(self._decode_batch, batches[bi + DECODE_AHEAD], open_file))
+                vectors = (np.asarray(self.embed_batch(arrays), dtype=np.float32) if names
+                           else np.zeros((0, self.dim), np.float32))
+                if bar is not None:
+                    bar.update(len(batches[bi]))
+                yield names, vectors, errors
+        finally:  # also when the caller stops early or fails: what was queued ahead is dropped
+            pool.shutdown(wait=True, cancel_futures=True)
             if bar is not None:
                 bar.close()
-        vectors = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
-        return ok_paths, vectors, errors
+
+    def _decode_batch(self, paths, open_file=None) -> tuple[np.ndarray | None, list[str], dict[str, str]]:
+        """Model inputs of a batch of files, stacked: ``(inputs, names of the files decoded, errors)``. A file that
+        cannot be read or decoded lands in the errors with its message (in the decoder thread: never raises)."""
+        arrays, names, errors = [], [], {}
+        for p in paths:
+            try:
+                arrays.append(self._load(p, open_file))
+                names.append(p)
+            except ImageError as e:
+                errors[p] = str(e)
+            except Exception as e:  # noqa: BLE001 - never abort the whole run
+                errors[p] = f"{p}: {type(e).__name__}: {e}"
+        return (np.stack(arrays) if arrays else None), names, errors
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} dim={self.dim} input={self.input_size}>"
@@ -198,6 +234,7 @@ class CGDEmbedder(Embedder):
         if shape[-1] != self.dim:
             raise ModelDirError(f"{model_dir}: model outputs {shape[-1]}-d, card says {self.dim}")
         self.model_dir = model_dir
+        self.hub_reference = self._hub_reference(model_dir)
         self.name = f"cgd-{self.card.backbone or '?'}-{model_dir.name}"
         size, model = self.input_size, self.model
 
@@ -207,6 +244,25 @@ class CGDEmbedder(Embedder):
             return tf.math.l2_normalize(model(batch, training=False), axis=1, epsilon=1e-24)
 
         self._embed = _embed
+
+
+    def _hub_reference(self, model_dir: Path):
+        """The model's reference items ``(R, dim)`` (``hub_reference.npy``), None when it has none (an older
+        model: item queries are then scored without the hubness correction)."""
+        from .model_card import HUB_REFERENCE_FILE
+
+        path = model_dir / HUB_REFERENCE_FILE
+        if not path.is_file():
+            return None
+        try:
+            reference = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ModelDirError(f"{path}: cannot read the reference items ({e})") from None
+        if reference.ndim != 2 or reference.shape[1] != self.dim:
+            raise ModelDirError(f"{path}: reference items of shape {reference.shape}, expected (n, {self.dim})")
+        from .retrieval.scoring import normalise
+
+        return normalise(reference)
 
 
 def load_embedder(spec, cache_dir=None) -> Embedder:

@@ -134,49 +134,57 @@ def load_rgb(source, name=None, *, draft_size: int | None = None) -> Image.Image
     ``draft_size``: for JPEGs, let the decoder downscale by 1/2, 1/4 or 1/8
     while both sides stay >= ``draft_size`` (much faster for big photos).
 
+    The image returned is independent of ``source`` (which may be closed).
     Raises :class:`ImageError` naming the file (``name`` if given).
     """
     label = _display_name(source, name)
     img, fh = _open(source, label)
     try:
-        w, h = img.size
-        if w <= 0 or h <= 0:
-            raise ImageError(f"{label}: invalid image size {w}x{h}")
-        if w * h > MAX_PIXELS:
-            raise ImageError(
-                f"{label}: image too large ({w}x{h} = {w * h / 1e6:.1f} megapixels, "
-                f"limit {MAX_PIXELS / 1e6:.0f})")
-        if draft_size and img.format == "JPEG":
-            try:
-                img.draft(None, (int(draft_size), int(draft_size)))
-            except Exception:  # noqa: BLE001 - draft is only an optimisation
-                pass
-        try:
-            if ImageFile.LOAD_TRUNCATED_IMAGES:
-                raise ImageError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must be False")
-            img.load()
-        except Image.DecompressionBombError as e:
-            raise ImageError(f"{label}: image too large ({e})") from None
-        except ImageError:
-            raise
-        except Exception as e:  # noqa: BLE001 - OSError, SyntaxError, ValueError, ...
-            msg = str(e) or type(e).__name__
-            if "truncated" in msg.lower():
-                raise ImageError(f"{label}: truncated image file ({msg})") from None
-            raise ImageError(f"{label}: corrupt image data ({msg})") from None
-        try:
-            img = ImageOps.exif_transpose(img)
-        except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
-            pass
-        try:
-            rgb = _to_rgb(img)
-        except Exception as e:  # noqa: BLE001
-            raise ImageError(f"{label}: cannot convert mode {img.mode} to RGB ({e})") from None
+        rgb = _decode_rgb(img, label, draft_size)
         if rgb is img and getattr(img, "fp", None) is not None:
             rgb = img.copy()  # detach from the file handle we are about to close
         return rgb
     finally:
         fh.close()
+
+
+def _decode_rgb(img: Image.Image, label: str, draft_size: int | None) -> Image.Image:
+    """What ``load_rgb`` does to an opened image (checks, decode, orientation, RGB), without detaching the result
+    from its file: a caller that uses the pixels before closing the file saves a copy of every image."""
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ImageError(f"{label}: invalid image size {w}x{h}")
+    if w * h > MAX_PIXELS:
+        raise ImageError(
+            f"{label}: image too large ({w}x{h} = {w * h / 1e6:.1f} megapixels, "
+            f"limit {MAX_PIXELS / 1e6:.0f})")
+    if draft_size and img.format == "JPEG":
+        try:
+            img.draft(None, (int(draft_size), int(draft_size)))
+        except Exception:  # noqa: BLE001 - draft is only an optimisation
+            pass
+    try:
+        if ImageFile.LOAD_TRUNCATED_IMAGES:
+            raise ImageError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must be False")
+        img.load()
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{label}: image too large ({e})") from None
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - OSError, SyntaxError, ValueError, ...
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg.lower():
+            raise ImageError(f"{label}: truncated image file ({msg})") from None
+        raise ImageError(f"{label}: corrupt image data ({msg})") from None
+    try:
+        # in place: an upright image (nearly all of them) is not copied; a rotated one is transposed as before
+        ImageOps.exif_transpose(img, in_place=True)
+    except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
+        pass
+    try:
+        return _to_rgb(img)
+    except Exception as e:  # noqa: BLE001
+        raise ImageError(f"{label}: cannot convert mode {img.mode} to RGB ({e})") from None
 
 
 def preprocess_array(rgb_uint8: np.ndarray) -> np.ndarray:
@@ -204,6 +212,12 @@ def to_input_array(img: Image.Image, size: int) -> np.ndarray:
     return preprocess_array(np.asarray(img))
 
 
-def load_input_array(path, size: int, name=None) -> np.ndarray:
-    """``to_input_array(load_rgb(path), size)`` with JPEG draft decoding."""
-    return to_input_array(load_rgb(path, name, draft_size=size), size)
+def load_input_array(source, size: int, name=None) -> np.ndarray:
+    """``to_input_array(load_rgb(source, name, draft_size=size), size)``: the model input of an image file (path
+    or binary file object), the same array to the bit; resized before the file is closed, so no pixel copy."""
+    label = _display_name(source, name)
+    img, fh = _open(source, label)
+    try:
+        return to_input_array(_decode_rgb(img, label, size), size)
+    finally:
+        fh.close()

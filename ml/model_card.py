@@ -22,9 +22,13 @@ from pathlib import Path
 from ml.retrieval.recognition import RecognitionSettings
 from ml.retrieval.scoring import ScoringSettings
 
-__all__ = ["ModelCard", "ModelCardError", "CARD_FILE", "CARD_FORMAT"]
+__all__ = ["ModelCard", "ModelCardError", "CARD_FILE", "CARD_FORMAT", "HUB_REFERENCE_FILE"]
 
 CARD_FILE = "card.json"
+#: Beside the card: the model's reference items, ``(R, D)`` float32 descriptors that item queries' hubness is
+#: measured against (:func:`ml.retrieval.scoring.softmax_hubness`); fixed with the model, so a query's cost
+#: never grows with the catalogue.  Written by the export, read by :class:`ml.embedding.CGDEmbedder`.
+HUB_REFERENCE_FILE = "hub_reference.npy"
 CARD_FORMAT = "fashionsite-cgd/1"
 
 

@@ -27,7 +27,9 @@ def get_embedder(version) -> Embedder:
         if version.spec in _embedders:
             _embedders.move_to_end(version.spec)
         else:
-            _embedders[version.spec] = load_embedder(version.spec, settings.MODEL_CACHE_DIR)
+            embedder = load_embedder(version.spec, settings.MODEL_CACHE_DIR)
+            embedder.query_batch_size = settings.QUERY_BATCH_SIZE
+            _embedders[version.spec] = embedder
             while len(_embedders) > KEEP_EMBEDDERS:
                 _embedders.popitem(last=False)  # callers still holding it keep it alive until they finish
         return _embedders[version.spec]

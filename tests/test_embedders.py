@@ -12,7 +12,7 @@ def test_embedders_load_once_and_keep_only_the_recent_versions(monkeypatch):
 
     def fake_load(spec, cache_dir):
         loads.append(spec)
-        return object()
+        return SimpleNamespace()
 
     monkeypatch.setattr(embedders, "load_embedder", fake_load)
     monkeypatch.setattr(embedders, "_embedders", embedders.OrderedDict())

@@ -81,3 +81,41 @@ def test_a_corrupt_stored_image_fails_with_its_error(embedded_catalogue, active_
         message="the corrupt image is marked failed",
     )
     assert Descriptor.objects.get(pk=descriptor.pk).error
+
+
+@pytest.mark.parametrize("in_transaction", [False, True])
+def test_compute_descriptors_stores_exact_vectors_from_its_writer_thread(
+    sample_dir, tmp_path, transactional_db, active_version, in_transaction
+):
+    """The worker's path, called in-process on real images, the real model and the real Postgres: each step's
+    vectors are written by the writer thread while the model runs on the next step (or in the caller's thread
+    inside a transaction, where another connection would not see the rows); no thread is left behind."""
+    import threading
+
+    from django.db import transaction
+
+    from recommender.services.embedding import compute_descriptors
+
+    folder = copy_looks(sample_dir, LOOKS[:2], tmp_path / "looks")
+    call_command("import_looks", str(folder), verbosity=0)
+    descriptors = Descriptor.objects.filter(model_version=active_version)
+    descriptors.update(status=Descriptor.Status.PENDING, attempts=0, embedding=None, queued_at=None)
+    ids = sorted(descriptors.values_list("id", flat=True))
+    assert len(ids) > 8  # more than one forward step of 8: a write overlaps a forward pass
+
+    if in_transaction:
+        with transaction.atomic():
+            outcome = compute_descriptors(ids)
+    else:
+        outcome = compute_descriptors(ids)
+
+    assert outcome == {"ready": len(ids), "failed": 0}
+    assert not [t for t in threading.enumerate() if t.name.startswith(("db-writer", "decode"))]
+    embedder = load_embedder(active_version.spec, settings.MODEL_CACHE_DIR)
+    rows = list(Descriptor.objects.filter(id__in=ids).select_related("snapshot", "item").order_by("id"))
+    _, expected, errors = embedder.embed_files([row.image_owner.image.path for row in rows])
+    assert not errors
+    for row, vector in zip(rows, expected):
+        assert row.status == Descriptor.Status.READY and row.error == ""  # (attempts: a session worker may race)
+        stored = np.asarray(row.embedding, dtype=np.float32)
+        np.testing.assert_allclose(stored, vector, atol=1e-5)  # the same model on the same inputs

@@ -103,7 +103,7 @@ def test_platform_item_to_looks_scores_as_the_evaluation_does(catalogue, active_
     card_path = Path(version.spec) / "card.json"
     card = json.loads(card_path.read_text())
     card["postprocessing"].update(item_link_qe=1.0, item_transfer_weight=0.0, look_pooling=1.0,
-                                  qe=False, dba=False, csls_k=0)
+                                  qe=False, dba=False, csls_k=0, item_hub_weight=1.0, item_hub_temperature=0.15)
     card["recognition"] = {"near_duplicate_cosine": 0.999999}
     card_path.write_text(json.dumps(card))
     wait_until(lambda: refresh_training_job(TrainingJob.objects.get(pk=job.pk)).state == TrainingJob.State.DONE,
@@ -112,6 +112,8 @@ def test_platform_item_to_looks_scores_as_the_evaluation_does(catalogue, active_
     snapshots = list(Snapshot.objects.order_by("id"))
     snapshot_vectors = np.stack([search.descriptor_of("snapshot", s.id) for s in snapshots])
     looks = [s.look_id for s in snapshots]
+    reference = np.load(Path(version.spec) / "hub_reference.npy")  # the model's reference items, as served
+    assert reference.shape[0] > 0 and reference.shape[1] == snapshot_vectors.shape[1]
 
     def expected(query, item=None):
         links = None
@@ -120,7 +122,7 @@ def test_platform_item_to_looks_scores_as_the_evaluation_does(catalogue, active_
                               for s in snapshots], np.float32)
         scores = item_query_scores(query[None], snapshot_vectors, looks, settings,
                                    known_snapshot_vecs=snapshot_vectors if item is not None else None,
-                                   query_links=links)[0]
+                                   query_links=links, hub_reference=reference)[0]
         ranked = ranked_looks(scores[None], looks)[0][:6]
         return [look for look, _ in ranked], [float(scores[j]) for _, j in ranked]
 

@@ -106,6 +106,17 @@ class L2Normalize(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="fashionsite")
+class HorizontalFlip(keras.layers.Layer):
+    """The image batch ``(B, H, W, C)`` mirrored left to right (flip at test time, inside the model)."""
+
+    def call(self, inputs):
+        return ops.flip(inputs, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 POOLINGS = {"spoc": SPoC, "mac": MAC, "gem": GeM}
 
 

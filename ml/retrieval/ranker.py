@@ -26,7 +26,10 @@ __all__ = ["ScoringRanker"]
 
 class ScoringRanker(Ranker):
     def __init__(self, vectors: Mapping[str, np.ndarray], dataset: LookDataset,
-                 known_look_ids: Iterable[int], settings: ScoringSettings | None = None):
+                 known_look_ids: Iterable[int], settings: ScoringSettings | None = None, hub_reference=None):
+        """``hub_reference`` ``(R, D)``: the items item queries' hubness is measured against
+        (``settings.item_hub_weight``); a trained model stores its own (the items of its training looks,
+        :func:`ml.training.export.export_model_dir`), and by default they are the known looks' items."""
         self.vectors = vectors
         self.dataset = dataset
         self.known_look_ids = sorted(set(known_look_ids) & set(dataset.looks))
@@ -44,6 +47,10 @@ class ScoringRanker(Ranker):
                 self.item_popularity[item] = self.item_popularity.get(item, 0) + 1
             for snap in look.snapshots:
                 self._known_snapshot_items[snap] = linked
+        if hub_reference is None and self.settings.item_hub_weight > 0:
+            names = [n for n in self.item_popularity if n in self.vectors]
+            hub_reference = self._matrix(sorted(names, key=self._item_order)) if names else None
+        self.hub_reference = normalise(hub_reference) if hub_reference is not None else None
 
     def _matrix(self, names: Sequence[str]) -> np.ndarray:
         missing = [n for n in names if n not in self.vectors]
@@ -81,13 +88,20 @@ class ScoringRanker(Ranker):
             ref = self._matrix(self._catalogue_items()) if s.csls_k > 0 else None
             links = self._links(known, qnames) if kvecs is not None else None
             return item_query_scores(q, g, [self._look_of_snapshot[name] for name in task.gallery], s,
-                                     known_snapshot_vecs=kvecs, query_links=links, gallery_reference=ref)
+                                     known_snapshot_vecs=kvecs, query_links=links, gallery_reference=ref,
+                                     hub_reference=self.hub_reference)
         pop = np.array([self.item_popularity.get(n, 0) for n in task.gallery], np.float32)
         if kvecs is None:
             return score_matrix(q, g, s, item_popularity=pop)
         return score_matrix(q, g, s, known_snapshot_vecs=kvecs,
                             known_links=self._links(known, task.gallery), item_popularity=pop,
                             gallery_reference=kvecs)
+
+    def _item_order(self, name: str) -> int:
+        """Position of an item in the data set's order (looks by id, files by k), for a stable reference."""
+        if not hasattr(self, "_order"):
+            self._order = {self.dataset.item_name(k): i for i, k in enumerate(self.dataset.items)}
+        return self._order.get(name, len(self._order))
 
     def _catalogue_items(self) -> list[str]:
         """Every item of the data set (the indexed catalogue): the hubness reference of snapshots."""

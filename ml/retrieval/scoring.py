@@ -47,7 +47,7 @@ import numpy as np
 
 from .postprocess import alpha_query_expansion, database_side_augmentation, look_transfer_scores
 
-__all__ = ["ScoringSettings", "score_matrix", "popularity_prior", "hubness", "snapshot_gallery_transfer", "normalise",
+__all__ = ["ScoringSettings", "score_matrix", "popularity_prior", "hubness", "softmax_hubness", "snapshot_gallery_transfer", "normalise",
            "link_query_expansion", "expanded_item_queries", "item_query_scores", "pool_by_look", "ranked_indices",
            "ranked_looks"]
 
@@ -78,6 +78,8 @@ class ScoringSettings:
     csls_weight: float = 0.5    #   vector to the reference set (the query kind); 0 = off
     pop_weight: float = 0.0     # prior: + w * log(1 + known looks linking the item) / log(1 + max)
     item_link_qe: float = 0.0   # item -> snapshots: + w * mean of the known snapshots wearing the item; 0 = off
+    item_hub_weight: float = 0.0  # item -> snapshots: - w * each snapshot's inverted-softmax hubness against
+    item_hub_temperature: float = 0.1  #   the model's reference items (softmax_hubness); 0 = off
     look_pooling: float = 0.0   # item -> snapshots: blend each snapshot's score with its look's best; 0 = off
     diversity: float = 0.0      # snapshot -> items: variety among the first results (MMR weight); 0 = off
     diversity_depth: int = 12   #   ... chosen from this many best-scored items
@@ -115,6 +117,29 @@ def hubness(vectors, reference, top_k: int) -> np.ndarray:
         return np.zeros(len(vectors), np.float32)
     _, sims = top_k_neighbours(normalise(vectors), normalise(reference), top_k)
     return sims.mean(axis=1).astype(np.float32)
+
+
+def softmax_hubness(vectors, reference, temperature: float, chunk: int = 4096) -> np.ndarray:
+    """``tau * log sum_r exp(<v, r> / tau)`` of each row ``v`` of ``vectors`` over the (unit) rows of ``reference``.
+
+    The normaliser of the inverted softmax (Smith et al. 2017): a snapshot that is close to many items (a
+    plain street photo that every product resembles a little) has a large one.  Subtracting it ranks a
+    gallery snapshot by how much more the query item suits it than the reference items do, which is what
+    stops the same few photos from crowding every item's list.  A smooth CSLS (:func:`hubness` averages the
+    top-k instead); its reference is fixed with the model (the items it was trained on), so it costs
+    ``len(reference)`` dot products per scored snapshot and does not grow with the catalogue."""
+    v = normalise(vectors)
+    # the reference's rows are unit vectors already (the export writes them so, the embedder and the ranker
+    # load them so): normalising them again on every query would cost more than the dot products
+    ref = np.asarray(reference, dtype=np.float32) if len(reference) else np.zeros((0, v.shape[1]), np.float32)
+    if len(ref) == 0 or len(v) == 0:
+        return np.zeros(len(v), np.float32)
+    out = np.empty(len(v), np.float32)
+    for start in range(0, len(v), chunk):
+        sims = (v[start:start + chunk] @ ref.T) / float(temperature)
+        top = sims.max(axis=1)
+        out[start:start + chunk] = float(temperature) * (top + np.log(np.exp(sims - top[:, None]).sum(axis=1)))
+    return out
 
 
 def score_matrix(query_vecs, gallery_vecs, settings: ScoringSettings | None = None,
@@ -187,13 +212,16 @@ def expanded_item_queries(query_item_vecs, settings: ScoringSettings | None = No
 
 
 def item_query_scores(query_item_vecs, gallery_snapshot_vecs, gallery_looks, settings: ScoringSettings | None = None,
-                      known_snapshot_vecs=None, query_links=None, gallery_reference=None) -> np.ndarray:
+                      known_snapshot_vecs=None, query_links=None, gallery_reference=None,
+                      hub_reference=None) -> np.ndarray:
     """Scores ``(Q, G)`` of item queries against snapshots: the one recipe of item -> snapshots / looks.
 
     1. :func:`expanded_item_queries`: link query expansion with the query's own links (``query_links``
        ``(S, Q)``: known snapshot ``s``'s look links query ``q``; an upload recognised as a catalogue product
        has that product's);
-    2. cosine (+ QE/DBA/CSLS of :func:`score_matrix`), then :func:`snapshot_gallery_transfer`;
+    2. cosine (+ QE/DBA/CSLS of :func:`score_matrix`), minus ``item_hub_weight`` times each gallery
+       snapshot's :func:`softmax_hubness` against ``hub_reference`` ``(R, D)`` (the model's reference items),
+       then :func:`snapshot_gallery_transfer`;
     3. :func:`pool_by_look` over ``gallery_looks`` ``(G,)``.
     ``known_snapshot_vecs`` ``(S, D)``: snapshots of known looks, never the gallery's own test photos.
     """
@@ -204,6 +232,8 @@ def item_query_scores(query_item_vecs, gallery_snapshot_vecs, gallery_looks, set
         return np.zeros((len(q), len(g)), np.float32)
     expanded = expanded_item_queries(q, s, known_snapshot_vecs, query_links)
     scores = score_matrix(expanded, g, s, gallery_reference=gallery_reference)
+    if s.item_hub_weight > 0 and hub_reference is not None and len(hub_reference) > 0:
+        scores = scores - s.item_hub_weight * softmax_hubness(g, hub_reference, s.item_hub_temperature)[None, :]
     if known_snapshot_vecs is not None and len(known_snapshot_vecs) > 0 and query_links is not None:
         scores = snapshot_gallery_transfer(q, g, scores, s, known_snapshot_vecs=normalise(known_snapshot_vecs),
                                            known_links=query_links)

@@ -44,6 +44,7 @@ class TrainConfig:
     fine_tune_last_stage: bool = False  # train the backbone's last stage too (on cached trunk outputs)
     last_stage_learning_rate: float = 1e-4  # its own Adam: pretrained weights move slower than the new head
     ensemble: int = 3           # heads trained independently (seeds seed, seed+1, ...), descriptors concatenated
+    test_time_flip: bool = False  # the exported model describes an image by the mean of it and its mirror image
 
     @property
     def batch_size(self) -> int:

@@ -12,7 +12,7 @@ from ml.evaluation.dataset import LookDataset
 from .config import TrainConfig, TrainResult
 from .loop import train
 
-__all__ = ["member_config", "train_ensemble", "ensemble_vectors", "join_descriptors"]
+__all__ = ["member_config", "train_ensemble", "ensemble_vectors", "join_descriptors", "with_test_time_flip"]
 
 
 def join_descriptors(parts) -> np.ndarray:
@@ -60,3 +60,36 @@ def ensemble_vectors(members: list[TrainResult], names) -> dict[str, np.ndarray]
     zero = np.zeros(joined.shape[1], np.float32)
     return {n: vecs.get(n, zero) for n in names}
 
+
+
+def with_test_time_flip(vectors: dict, members: list[TrainResult], dataset: LookDataset, cache_dir,
+                        config: TrainConfig) -> dict[str, np.ndarray]:
+    """``vectors`` (:func:`ensemble_vectors`) as a model exported with ``config.test_time_flip`` describes
+    the images: the L2-normalised mean of each image's and its mirror image's ensemble descriptors.  The
+    mirror images' backbone outputs come from the feature cache (view :data:`FLIP_VIEW`), as the plain
+    images' do; an image the cache cannot read keeps its plain descriptor."""
+    import tensorflow as tf
+
+    from ml.retrieval.scoring import normalise
+
+    from .feature_cache import FLIP_VIEW, FeatureCache
+
+    names = [n for n, v in vectors.items() if np.any(v)]
+    if not names:
+        return dict(vectors)
+    stage = "last_stage_input" if config.fine_tune_last_stage else "top"
+    maps, _ = FeatureCache(Path(cache_dir), config.backbone, stage=stage).features(
+        [Path(dataset.root) / n for n in names], views=(FLIP_VIEW,))
+    flipped = {Path(p).name: m for (p, _), m in maps.items()}
+    order = [n for n in names if n in flipped]
+    parts = []
+    for member in members:
+        out = []
+        for start in range(0, len(order), 64):
+            x = tf.constant(np.stack([flipped[n] for n in order[start:start + 64]]).astype(np.float32))
+            if member.last_stage is not None:
+                x = member.last_stage(x, training=False)
+            out.append(np.asarray(member.head(x, training=False)["descriptor"]))
+        parts.append(np.concatenate(out) if out else np.zeros((0, 1), np.float32))
+    mirror = dict(zip(order, join_descriptors(parts))) if order else {}
+    return {n: normalise((v + mirror[n])[None])[0] if n in mirror else v for n, v in vectors.items()}

@@ -6,28 +6,56 @@ import datetime as _dt
 import os
 from pathlib import Path
 
-from ml.model_card import ModelCard
+import numpy as np
+
+from ml.model_card import HUB_REFERENCE_FILE, ModelCard
 
 from .config import TrainConfig
 
-__all__ = ["export_model_dir"]
+__all__ = ["export_model_dir", "hub_reference_items", "write_hub_reference", "HUB_REFERENCE_FILE",
+           "MAX_HUB_REFERENCE"]
+
+#: At most this many reference items (evenly spread over the training items): 4096 x 1536 float32 is 25 MB.
+MAX_HUB_REFERENCE = 4096
+
+
+def hub_reference_items(dataset, look_ids, limit: int = MAX_HUB_REFERENCE) -> list[str]:
+    """The reference items of a model trained on ``look_ids``: their items (each once, in the data set's
+    order), at most ``limit`` of them, evenly spread."""
+    keys = {key for look in look_ids for key in dataset.looks[look].items}
+    names = [dataset.item_name(key) for key in dataset.items if key in keys]
+    if len(names) > limit:
+        names = [names[int(i)] for i in np.linspace(0, len(names) - 1, limit).round().astype(int)]
+    return names
+
+
+def write_hub_reference(model_dir, vectors) -> Path:
+    """Writes the reference items' descriptors ``(R, D)`` to ``model_dir/HUB_REFERENCE_FILE`` (atomically)."""
+    from ml.retrieval.scoring import normalise
+
+    path = Path(model_dir) / HUB_REFERENCE_FILE
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, normalise(vectors))
+    os.replace(tmp, path)
+    return path
 
 
 def export_model_dir(heads, config: TrainConfig, model_dir, cache_dir, card_fields: dict | None = None,
-                     last_stages=None) -> Path:
+                     last_stages=None, hub_reference=None) -> Path:
     """``cache_dir``: where the ImageNet weights are cached (the parent of the feature cache).
 
     Write MODEL_DIR: ``model.keras`` (image -> unit-norm descriptor) and ``card.json`` (a :class:`ModelCard`
     from the config and ``card_fields``: further :class:`ModelCard` fields, e.g. the post-processing).
     ``heads``: one trained CGD head or a list (an ensemble: the descriptor is the L2-normalised
     concatenation of the heads' descriptors).  The backbone is the folded-BN ImageNet one;
-    ``last_stages`` (one per head, when the last stage was fine-tuned) replace its last stage."""
+    ``last_stages`` (one per head, when the last stage was fine-tuned) replace its last stage.
+    ``hub_reference`` ``(R, D)``: the descriptors of the model's reference items (:data:`HUB_REFERENCE_FILE`)."""
     import keras
 
     from ml.backbones.efficientnet_lite import VARIANTS, split_last_stage
     from ml.backbones.imagenet import feature_model, load_folded_imagenet_efficientnet_lite
     from ml.cgd import build_descriptor_model
-    from ml.cgd.pooling import L2Normalize
+    from ml.cgd.pooling import HorizontalFlip, L2Normalize
 
     heads = list(heads) if isinstance(heads, (list, tuple)) else [heads]
     if last_stages is not None:
@@ -41,26 +69,32 @@ def export_model_dir(heads, config: TrainConfig, model_dir, cache_dir, card_fiel
     folded = load_folded_imagenet_efficientnet_lite(config.backbone, Path(cache_dir))
     size = VARIANTS[config.backbone].input_size
     image = keras.Input((size, size, 3), name="image")
-    if last_stages is None:
-        shared = feature_model(folded)(image)
-        features = [shared] * len(heads)
-    else:
-        trunk, _ = split_last_stage(folded, config.backbone)
-        boundary = trunk(image)
-        features = [stage(boundary) for stage in last_stages]
-    descriptors = []
-    for k, (head, f) in enumerate(zip(heads, features)):
-        desc_head = build_descriptor_model(head, name=f"descriptor_head_{k}" if len(heads) > 1 else None)
-        descriptors.append(desc_head(f))
-    if len(descriptors) == 1:
-        descriptor = descriptors[0]
-    else:
-        descriptor = L2Normalize(name="ensemble_descriptor")(
-            keras.layers.Concatenate(name="ensemble_concat")(descriptors))
+    backbone = feature_model(folded) if last_stages is None else split_last_stage(folded, config.backbone)[0]
+    desc_heads = [build_descriptor_model(head, name=f"descriptor_head_{k}" if len(heads) > 1 else None)
+                  for k, head in enumerate(heads)]
+
+    def describe(x):
+        """The (ensemble) descriptor of an image batch: every layer shared between the calls."""
+        if last_stages is None:
+            features = [backbone(x)] * len(heads)
+        else:
+            boundary = backbone(x)
+            features = [stage(boundary) for stage in last_stages]
+        parts = [desc_head(f) for desc_head, f in zip(desc_heads, features)]
+        if len(parts) == 1:
+            return parts[0]
+        return L2Normalize()(keras.layers.Concatenate()(parts))
+
+    descriptor = describe(image)
+    if config.test_time_flip:  # the mean of the image's and its mirror image's descriptors
+        descriptor = L2Normalize(name="flip_mean")(
+            keras.layers.Add()([descriptor, describe(HorizontalFlip(name="mirror")(image))]))
     model = keras.Model(image, descriptor, name=f"cgd_{config.backbone}")
     tmp = model_dir / "model.tmp.keras"
     model.save(tmp)
     os.replace(tmp, model_dir / "model.keras")
+    if hub_reference is not None:
+        write_hub_reference(model_dir, hub_reference)
     card = ModelCard(
         backbone=config.backbone,
         input_size=size,

@@ -40,7 +40,10 @@ from ml.files import atomic_target
 
 from ml.images import ImageError, load_rgb, preprocess_array
 
-__all__ = ["FeatureCache", "augment", "file_sha256", "STAGES"]
+__all__ = ["FeatureCache", "augment", "file_sha256", "STAGES", "FLIP_VIEW"]
+
+#: The plain image mirrored left to right (no crop, no jitter): what flip test-time augmentation describes.
+FLIP_VIEW = -1
 
 #: What a cache holds: the final feature map, or the input of the last backbone stage.
 STAGES = ("top", "last_stage_input")
@@ -58,6 +61,7 @@ def augment(img: Image.Image, view: int, key: str, size: int) -> np.ndarray:
     """The model input (size, size, 3) float32 of ``img`` for augmentation ``view``.
 
     View 0: the whole image resized (as :func:`ml.images.to_input_array`).
+    View :data:`FLIP_VIEW` (-1): the same, mirrored left to right.
     View v > 0: seeded by ``(v, key)``: horizontal flip (always for odd views,
     at random for even ones), random resized crop (area 60-100 %, aspect 3/4-4/3
     of the image's), brightness / contrast / saturation jitter of +-20 %.
@@ -66,6 +70,8 @@ def augment(img: Image.Image, view: int, key: str, size: int) -> np.ndarray:
         img = img.convert("RGB")
     if view == 0:
         return preprocess_array(np.asarray(img.resize((size, size), Image.BILINEAR)))
+    if view == FLIP_VIEW:  # the mirror image, preprocessed as view 0 (flip at test time)
+        return preprocess_array(np.asarray(img.transpose(Image.FLIP_LEFT_RIGHT).resize((size, size), Image.BILINEAR)))
     rng = np.random.default_rng((int(view), int(key[:12], 16)))
     if view % 2 == 1 or rng.random() < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)

@@ -21,6 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ml.evaluation.dataset import LookDataset
 from ml.evaluation.pipeline import images_to_embed
 from ml.model_card import ModelCard
@@ -28,8 +30,8 @@ from ml.retrieval.scoring import ScoringSettings
 
 from .config import INNER_SPLIT_FRACTION, TrainConfig, inner_validation_size
 from .curves import plot_history
-from .ensemble import ensemble_vectors, train_ensemble
-from .export import export_model_dir
+from .ensemble import ensemble_vectors, train_ensemble, with_test_time_flip
+from .export import export_model_dir, hub_reference_items
 from .selection import evaluate_vectors, select_postprocessing
 from .splits import data_fingerprint, inner_split, subset_dataset
 
@@ -78,6 +80,8 @@ def train_with_selection(dataset: LookDataset, out_dir, cache_dir, config: Train
     epochs = [max(1, m.best_epoch) for m in members]
     ev = subset_dataset(dataset, sorted(set(sel_known) | set(sel_val)))
     vecs = ensemble_vectors(members, images_to_embed(ev))
+    if config.test_time_flip:  # chosen on what the exported model serves
+        vecs = with_test_time_flip(vecs, members, ev, cache_dir, config)
     val_metrics = evaluate_vectors(ev, vecs, sel_val, sel_known, ScoringSettings())
     settings, sel_metrics = select_postprocessing(ev, vecs, sel_val, sel_known, log=log)
     if not val:
@@ -87,8 +91,13 @@ def train_with_selection(dataset: LookDataset, out_dir, cache_dir, config: Train
     shutil.copyfile(finals[0].out_dir / "history.json", out_dir / "history.json")
     plot_history([m.history for m in members], out_dir / "training_curve.png")  # the validated phase
     skipped = {n: m for r in members + finals for n, m in r.skipped.items()}
+    reference = ensemble_vectors(finals, hub_reference_items(dataset, train_ids))
+    if config.test_time_flip:
+        reference = with_test_time_flip(reference, finals, dataset, cache_dir, config)
+    reference = [v for v in reference.values() if v.any()]
     export_model_dir([f.head for f in finals], config, out_dir, Path(cache_dir).parent,
-                     last_stages=[f.last_stage for f in finals], card_fields=dict(
+                     last_stages=[f.last_stage for f in finals],
+                     hub_reference=np.stack(reference) if reference else None, card_fields=dict(
                          postprocessing=settings,
                          training_data_sha256=data_fingerprint(dataset, train_ids),
                          training_looks=len(train_ids),

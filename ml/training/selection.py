@@ -39,13 +39,20 @@ MIN_GAIN = 1.03  # a setting is adopted only if it beats the current best by 3 %
 #: Item transfer is off: judged on item -> looks (what the product shows) on two of those folds it adds nothing
 #: (mAP 0.3605 -> 0.3582 with weight 0.3 / top-5; `bench/inner_kfold.py items`), and the platform could only
 #: approximate its neighbourhoods (each gallery photo's nearest known photos among the whole catalogue).
+#: Item queries' hubness (inverted softmax against the model's reference items, weight 1.0, temperature 0.15):
+#: chosen on all five inner folds (`bench/item_query_ideas.py`, 1350 item queries pooled): item -> looks mAP@100
+#: 0.3957 -> 0.4144 (+4.7 %), hit@6 0.676 -> 0.695, unseen item -> looks 0.3621 -> 0.3756 (docs/RESULTS.md,
+#: issue 11 session 9).
 DEFAULT_POSTPROCESSING = ScoringSettings(
     lt_weight=0.85, lt_top_k=50, lt_reduce="weighted", pop_weight=0.1, diversity=0.5, diversity_depth=18,
     item_transfer_weight=0.0, item_transfer_top_k=5, item_link_qe=1.0, look_pooling=1.0,
+    item_hub_weight=1.0, item_hub_temperature=0.15,
 )
 
 #: the directions the knobs are judged on: item queries by what the product shows (six looks, each once)
 _S2I, _I2L = "snapshot_to_items", "item_to_looks"
+#: item-query hubness (inverted softmax against the model's reference items) tried: off, and weight x temperature
+_HUB_GRID = [(0.0, 0.1)] + [(w, t) for w in (0.5, 1.0, 1.5) for t in (0.1, 0.15, 0.2)]
 #: CSLS settings tried for each direction: off, and k x weight
 _CSLS_GRID = [(0, 0.5)] + [(k, w) for k in (5, 10, 20) for w in (0.25, 0.5, 1.0)]
 
@@ -101,6 +108,8 @@ def select_postprocessing(dataset: LookDataset, vectors: dict, val_look_ids, kno
         consider(_S2I, dba=True, dba_k=dba_k)
     for ck, cw in _CSLS_GRID:
         consider(_I2L, csls_k=ck, csls_weight=cw)
+    for weight, temperature in _HUB_GRID:  # item queries: snapshots every item resembles demoted
+        consider(_I2L, item_hub_weight=weight, item_hub_temperature=temperature)
     for qe_w in (0.0, 0.5, 1.0, 2.0):   # item queries + the known snapshots wearing them
         consider(_I2L, item_link_qe=qe_w)
     for pool in (0.0, 0.5, 0.8, 1.0):   # a look's photos share their best score

@@ -12,9 +12,10 @@ at S3-compatible storage and workers may run on other hosts than the web.
 """
 import logging
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -25,7 +26,9 @@ from recommender.signals import descriptors_ready
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE = 32  # images per task message (the model runs them in smaller forward batches)
+BATCH_SIZE = 64  # images per task message (the model runs them in forward steps of 8: decode, forward and write
+# overlap inside a task, so what does not overlap is paid once per task: the first step's decode, the last write)
+
 # A worker starts on an image at most this many times: an image whose task kills its worker (or fails) again
 # and again is then marked failed instead of blocking its queue.
 MAX_ATTEMPTS = 3
@@ -87,6 +90,7 @@ def compute_descriptors(descriptor_ids) -> dict:
         Descriptor.objects.filter(id__in=descriptor_ids)
         .exclude(status=Descriptor.Status.READY)
         .select_related("model_version", "snapshot", "item", "wardrobe_item")
+        .defer("embedding")  # a re-embedded row's old vector: never read here, 1,280 floats to parse
         .order_by("id")
     )
     outcome = {"ready": 0, "failed": 0}
@@ -126,20 +130,24 @@ def _embed_group(group: list[Descriptor]) -> dict:
     for descriptor in group:
         field = descriptor.image_owner.image
         by_name[field.name] = (descriptor, field.storage)
-    # Decoding runs in embed_files' thread while the model runs: in forward-sized steps, so that the next step's
-    # images are decoded during this step's forward pass (one step of 32 would leave nothing to overlap).
-    ok_names, vectors, errors = embedder.embed_files(
-        list(by_name), batch_size=embedder.model_batch_size,
-        open_file=lambda name: by_name[name][1].open(name, "rb"),
-    )
     now = timezone.now()
-    ready = []
-    for name, vector in zip(ok_names, vectors):
-        descriptor = by_name[name][0]
-        descriptor.embedding, descriptor.status, descriptor.error, descriptor.updated = (
-            vector, Descriptor.Status.READY, "", now)
-        ready.append(descriptor)
-    store_vectors(ready, now)
+    ready, errors = [], {}
+    # Three things overlap: the embedder decodes the next forward-sized step in its thread while the model runs
+    # on this one, and the vectors of the step before are written to the database meanwhile (DescriptorWriter).
+    with DescriptorWriter(now) as writer:
+        for names, vectors, step_errors in embedder.iter_embedded(
+            list(by_name), batch_size=embedder.model_batch_size,
+            open_file=lambda name: by_name[name][1].open(name, "rb"),
+        ):
+            step = []
+            for name, vector in zip(names, vectors):
+                descriptor = by_name[name][0]
+                descriptor.embedding, descriptor.status, descriptor.error, descriptor.updated = (
+                    vector, Descriptor.Status.READY, "", now)
+                step.append(descriptor)
+            writer.store(step)
+            ready.extend(step)
+            errors.update(step_errors)
     for name, message in errors.items():
         descriptor = by_name[name][0]
         descriptor.status, descriptor.error = Descriptor.Status.FAILED, message
@@ -154,13 +162,58 @@ def _embed_group(group: list[Descriptor]) -> dict:
 _vector_type = None
 
 
+class DescriptorWriter:
+    """Stores ready descriptors (`store_vectors`) in a thread of its own, with its own database connection, while
+    the caller goes on (the model runs on the next images): on 2 cores, Postgres inserting each vector into the
+    version's HNSW index costs about as much as decoding the image. Writes run in order; leaving the block waits
+    for them, closes the thread's connection and raises the first write's error (the task is then retried:
+    rows already stored are skipped).
+
+    Inside a transaction the writes stay in the caller's thread: another connection would not see its rows."""
+
+    def __init__(self, now):
+        self.now = now
+        self.pool = None if connection.in_atomic_block else ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+        self.writes = []
+
+    def store(self, descriptors: list[Descriptor]) -> None:
+        if not descriptors:
+            return
+        if self.pool is None:
+            store_vectors(descriptors, self.now)
+        else:
+            self.writes.append(self.pool.submit(store_vectors, list(descriptors), self.now))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if self.pool is None:
+            return False
+        try:
+            for write in self.writes:
+                if exc_type is None:
+                    write.result()
+                elif write.exception() is not None:  # the caller's own error is the one raised
+                    logger.warning("a descriptor write failed too: %s", write.exception())
+        finally:
+            self.pool.submit(connections.close_all).result()  # in the writer thread: its own connection
+            self.pool.shutdown()
+        return False
+
+
 def store_vectors(descriptors: list[Descriptor], now) -> None:
-    """Stores the vectors of ready descriptors in one transaction, one pipelined round trip, each vector in
-    pgvector's binary format. (Django's bulk_update writes a CASE expression with every vector as text: 30 %
-    of the worker's time per image for 1280-d vectors on the 2 cores, bench/embedding_throughput.py.)"""
+    """Stores the vectors of ready descriptors in one transaction and one pipelined round trip, each vector sent
+    as a bound parameter in pgvector's binary format (5 KiB for 1280-d, nothing to print or parse).
+
+    It takes a server-binding psycopg cursor: Django's own cursors bind on the client (they merge every
+    parameter into the SQL text), which would turn each vector into 1,280 printed floats whatever the
+    placeholder; Django's bulk_update does the same inside a CASE expression. Both cost more CPU per image than
+    decoding it (bench/embedding_throughput.py)."""
     global _vector_type
     if not descriptors:
         return
+    import psycopg
     from pgvector.psycopg.vector import register_vector_info
     from psycopg.types import TypeInfo
 
@@ -169,7 +222,7 @@ def store_vectors(descriptors: list[Descriptor], now) -> None:
         raw = connection.connection
         if _vector_type is None:
             _vector_type = TypeInfo.fetch(raw, "vector")
-        with raw.cursor() as cursor:
+        with psycopg.Cursor(raw) as cursor:
             register_vector_info(cursor, _vector_type)  # on this cursor only: nothing else in the process changes
             cursor.executemany(
                 f"UPDATE {Descriptor._meta.db_table} SET embedding = %b, status = %s, error = '', updated = %s "

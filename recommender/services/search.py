@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.db import connection, transaction
-from django.db.models import BinaryField, Count, Func
+from django.db.models import BinaryField, Case, Count, F, Func, OuterRef, Subquery, Value, When
 from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, VectorField
 
@@ -212,14 +212,16 @@ class LookResult:
         return {"look_id": self.look.id, "snapshot_url": url(self.snapshot.image), "score": self.score, "style": style}
 
 
-def embed_query(image) -> np.ndarray:
-    """The active version's descriptor of a query image (a normalised RGB PIL image), in this process."""
+def embed_query(image, version: ModelVersion | None = None) -> np.ndarray:
+    """The version's (active by default) descriptor of a query image (a normalised RGB PIL image), in this
+    process."""
     from ml.images import to_input_array
     from recommender.embedders import get_embedder
 
-    version = active_version()
+    version = version or active_version()
     embedder = get_embedder(version)
-    return embedder.embed_batch(to_input_array(image, embedder.input_size)[None])[0]
+    # concurrent requests of this process share forward passes (Embedder.embed_one): less CPU per query
+    return embedder.embed_one(to_input_array(image, embedder.input_size))
 
 
 def scoring_settings(version: ModelVersion):
@@ -229,6 +231,14 @@ def scoring_settings(version: ModelVersion):
 
     card = model_card(version)
     return card.postprocessing if card is not None else ScoringSettings()
+
+
+def hub_reference(version: ModelVersion):
+    """The version's reference items (item queries' hubness, ml.retrieval.scoring.softmax_hubness): a fixed
+    array shipped with the model and loaded with it, None for an untrained backbone or an older model."""
+    from recommender.embedders import get_embedder
+
+    return getattr(get_embedder(version), "hub_reference", None)
 
 
 def candidate_count(k: int) -> int:
@@ -244,50 +254,41 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     nearest the query. The candidates are then scored by ml.retrieval.scoring.score_matrix and ordered by
     ml.retrieval.scoring.ranked_indices (variety among the first results), the same functions evaluate_cgd
     measures, with the version's post-processing settings.
+
+    Five queries a search besides the active version (each vector query also sets its scan settings): the two
+    vector queries, the neighbours' linked items with the vectors of those not yet among the candidates
+    (_linked_items), the candidates' popularity, and the rows of the k results.
     """
     from ml.retrieval.scoring import ranked_indices, score_matrix
 
     version = active_version()
     settings = scoring_settings(version)
-    query = embed_query(image)
-    item_filter = {"category__name": category} if category else {}
-    item_matches = nearest(query, "item", k=candidate_count(k), version=version, with_vectors=True,
-                           **{f"item__{f}": v for f, v in item_filter.items()})
+    query = embed_query(image, version)
+    item_filter = {"item__category__name": category} if category else {}
+    item_matches = nearest(query, "item", k=candidate_count(k), version=version, with_vectors=True, **item_filter)
     candidates = [m.id for m in item_matches]
+    candidate_vectors = [m.vector for m in item_matches]
     known_vectors = links = None
-    linked_ids: list[int] = []
     if settings.lt_weight > 0:
         neighbour_matches = nearest(query, "snapshot", k=settings.lt_top_k, version=version, with_vectors=True)
         neighbours = [m.id for m in neighbour_matches]
-        look_of = dict(Snapshot.objects.filter(id__in=neighbours).values_list("id", "look_id"))
-        linked = LookItem.objects.filter(look_id__in=look_of.values(), **{f"item__{f}": v for f, v in item_filter.items()})
-        items_of_look: dict[int, set[int]] = {}
-        for look_id, item_id in linked.values_list("look_id", "item_id"):
-            items_of_look.setdefault(look_id, set()).add(item_id)
+        items_of_snapshot, linked_vectors = _linked_items(neighbours, candidates, version, item_filter)
         # linked items that are not among the nearest, if they have a ready descriptor
-        extra = set().union(*items_of_look.values(), set()) - set(candidates)
-        linked_ids = sorted(
-            Descriptor.objects.filter(
-                model_version=version, status=Descriptor.Status.READY, item_id__in=extra
-            ).values_list("item_id", flat=True)
-        )
+        linked_ids = sorted(linked_vectors)
         candidates += linked_ids
+        candidate_vectors += [linked_vectors[item_id] for item_id in linked_ids]
         if neighbours and candidates:
             known_vectors = np.stack([m.vector for m in neighbour_matches])
             column = {item_id: j for j, item_id in enumerate(candidates)}
             links = np.zeros((len(neighbours), len(candidates)), np.float32)
             for i, snapshot_id in enumerate(neighbours):
-                for item_id in items_of_look.get(look_of[snapshot_id], ()):
+                for item_id in items_of_snapshot.get(snapshot_id, ()):
                     if item_id in column:
                         links[i, column[item_id]] = 1.0
     if not candidates:
         return []
-    popularity = dict(
-        LookItem.objects.filter(item_id__in=candidates).values_list("item_id").annotate(n=Count("look_id"))
-    )
-    candidate_vectors = np.stack(
-        [m.vector for m in item_matches] + list(_vectors("item", linked_ids, version))
-    )
+    popularity = _popularity(candidates)
+    candidate_vectors = np.stack(candidate_vectors)
     scores = score_matrix(
         query[None], candidate_vectors, settings,
         known_snapshot_vecs=known_vectors, known_links=links,
@@ -295,8 +296,41 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     )
     best = ranked_indices(scores, settings, candidate_vectors)[0][:k]
     scores = scores[0]
+    # model instances for the k results only (building one per candidate costs more than this second query)
     items = Item.objects.select_related("category").in_bulk([candidates[i] for i in best])
     return [ItemResult(item=items[candidates[i]], score=float(scores[i])) for i in best]
+
+
+def _linked_items(snapshot_ids, candidates, version: ModelVersion, item_filter: dict):
+    """The items experts linked to the looks of the given snapshots (passing `item_filter`, lookups on
+    LookItem), in one query: ({snapshot id: {item id}}, {item id: descriptor}) where the descriptors are those
+    of linked items not among `candidates` that have a ready descriptor under the version."""
+    if not snapshot_ids:
+        return {}, {}
+    ready_vector = Descriptor.objects.filter(
+        model_version=version, status=Descriptor.Status.READY, item_id=OuterRef("item_id")
+    ).values(bytes=VectorBytes("embedding"))[:1]
+    rows = (
+        LookItem.objects.filter(look__snapshots__id__in=snapshot_ids, **item_filter)
+        .annotate(
+            snapshot_id=F("look__snapshots__id"),
+            vector_bytes=Case(When(item_id__in=candidates, then=Value(None)), default=Subquery(ready_vector),
+                              output_field=BinaryField()),
+        )
+        .values_list("snapshot_id", "item_id", "vector_bytes")
+    )
+    items_of_snapshot: dict[int, set[int]] = {}
+    vectors: dict[int, np.ndarray] = {}
+    for snapshot_id, item_id, data in rows:
+        items_of_snapshot.setdefault(snapshot_id, set()).add(item_id)
+        if data is not None and item_id not in vectors:
+            vectors[item_id] = decode_vector(data)
+    return items_of_snapshot, vectors
+
+
+def _popularity(item_ids) -> dict[int, int]:
+    """How many looks link each of the given items (items no look links are left out)."""
+    return dict(LookItem.objects.filter(item_id__in=item_ids).values_list("item_id").annotate(n=Count("look_id")))
 
 
 @dataclass(frozen=True)
@@ -333,10 +367,10 @@ def recognise_item(query, sha256: str | None, version: ModelVersion) -> Recognit
     settings = card.recognition if card is not None else RecognitionSettings(near_duplicate_cosine=0.0)
     if settings.near_duplicate_cosine <= 0:
         return None
-    nearest_item = nearest(query, "item", k=1, version=version)
+    nearest_item = nearest(query, "item", k=1, version=version, with_vectors=True)
     if not nearest_item:
         return None
-    found = near_duplicate(query, _vectors("item", [nearest_item[0].id], version), settings)
+    found = near_duplicate(query, nearest_item[0].vector[None], settings)
     if found is None:
         return None
     return Recognition(item=Item.objects.get(pk=nearest_item[0].id), match="near-duplicate", similarity=found[1])
@@ -357,31 +391,36 @@ def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None
 
     version = active_version()
     settings = scoring_settings(version)
-    query = embed_query(image)
+    query = embed_query(image, version)
     recognised = recognise_item(query, sha256, version)
-    known_ids: list[int] = []
     known_vectors = query_links = None
     if recognised is not None:
-        known_ids = list(Snapshot.objects.filter(
-            look__items=recognised.item, descriptors__model_version=version,
-            descriptors__status=Descriptor.Status.READY,
-        ).order_by("id").values_list("id", flat=True).distinct())
-        if known_ids:
-            known_vectors = _vectors("snapshot", known_ids, version)
-            query_links = np.ones((len(known_ids), 1), np.float32)
+        # the street photos of the looks that link the product (ready under the version), in snapshot order
+        known = list(Descriptor.objects.filter(
+            model_version=version, status=Descriptor.Status.READY, snapshot__look__items=recognised.item,
+        ).order_by("snapshot_id").values_list(VectorBytes("embedding"), flat=True))
+        if known:
+            known_vectors = np.stack([decode_vector(data) for data in known])
+            query_links = np.ones((len(known), 1), np.float32)
     expanded = expanded_item_queries(query[None], settings, known_vectors, query_links)[0]
+    reference = hub_reference(version)
     filters = {"snapshot__look__style__name": style} if style else {}
     fetch = max(100, 10 * k)
     while True:
-        candidates = [m.id for m in nearest(expanded, "snapshot", k=fetch, version=version, **filters)]
-        if not candidates:
+        matches = nearest(expanded, "snapshot", k=fetch, version=version, with_vectors=True, **filters)
+        if not matches:
             return LookSearch(results=[], recognised=recognised)
-        snapshots = Snapshot.objects.select_related("look", "look__style").in_bulk(candidates)
-        looks = [snapshots[i].look_id for i in candidates]
-        scores = item_query_scores(query[None], _vectors("snapshot", candidates, version), looks, settings,
-                                   known_snapshot_vecs=known_vectors, query_links=query_links)[0]
+        candidates = [m.id for m in matches]
+        look_of = dict(Snapshot.objects.filter(id__in=candidates).values_list("id", "look_id"))
+        looks = [look_of[i] for i in candidates]
+        scores = item_query_scores(query[None], np.stack([m.vector for m in matches]), looks, settings,
+                                   known_snapshot_vecs=known_vectors, query_links=query_links,
+                                   hub_reference=reference)[0]
         ranked = ranked_looks(scores[None], looks)[0]
         if len(ranked) >= k or len(candidates) < fetch:
+            # model instances for the k results only (one per candidate costs more than this second query)
+            shown = [candidates[j] for _, j in ranked[:k]]
+            snapshots = Snapshot.objects.select_related("look", "look__style").in_bulk(shown)
             results = [LookResult(look=snapshots[candidates[j]].look, snapshot=snapshots[candidates[j]],
                                   score=float(scores[j])) for _, j in ranked[:k]]
             return LookSearch(results=results, recognised=recognised)

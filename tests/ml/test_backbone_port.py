@@ -7,6 +7,7 @@ Reference logits were computed ONCE with the reference PyTorch implementation
 
 import io
 import pickle
+import threading
 import time
 
 import numpy as np
@@ -317,6 +318,32 @@ def test_embed_files_skips_bad_files(embedder, tmp_path):
     assert sims[0, 1] < 0.99  # different images, different vectors
     ok3, vecs3, err3 = embedder.embed_files([])
     assert ok3 == [] and vecs3.shape == (0, 1280) and err3 == {}
+
+
+def test_iter_embedded_yields_each_batch_in_order(embedder, tmp_path):
+    """Batch by batch (the worker stores one while the model runs on the next): in input order, errors with
+    their batch, the same vectors as embed_files; a caller that stops early stops the decoding."""
+    paths = []
+    for i, name in enumerate(["chelsea", "coffee", "astronaut", "rocket", "camera"]):
+        p = tmp_path / f"{i}_{name}.jpg"
+        Image.fromarray(getattr(skdata, name)()).convert("RGB").save(p, quality=90)
+        paths.append(str(p))
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("nope")
+    all_paths = paths[:2] + [str(bad)] + paths[2:]
+    steps = list(embedder.iter_embedded(all_paths, batch_size=2))
+    assert [names for names, _, _ in steps] == [paths[:2], [paths[2]], paths[3:]]
+    assert [set(errors) for _, _, errors in steps] == [set(), {str(bad)}, set()]
+    assert [v.shape for _, v, _ in steps] == [(2, 1280), (1, 1280), (2, 1280)]
+    ok, vectors, errors = embedder.embed_files(all_paths, batch_size=2)
+    assert ok == paths and set(errors) == {str(bad)}
+    np.testing.assert_array_equal(np.concatenate([v for _, v, _ in steps]), vectors)
+    bad_only = list(embedder.iter_embedded([str(bad)]))
+    assert bad_only[0][0] == [] and bad_only[0][1].shape == (0, 1280) and str(bad) in bad_only[0][2]
+    early = embedder.iter_embedded(paths * 4, batch_size=1)
+    next(early)
+    early.close()  # returns once the decoder thread has stopped (nothing left running)
+    assert not [t for t in threading.enumerate() if t.name.startswith("decode")]
 
 
 def test_image_error_messages_reach_embed_files(embedder, tmp_path):

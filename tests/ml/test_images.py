@@ -225,6 +225,28 @@ def test_exif_orientation(tmp_path, orientation):
 
 # ---------------------------------------------------------------- model input
 
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_load_input_array_is_load_rgb_then_to_input_array(tmp_path, orientation):
+    """The worker's and evaluate_cgd's one-pass decode (no pixel copies) gives the same array to the bit as the
+    two public steps, for upright and EXIF-rotated JPEGs, RGBA PNGs, from paths and file objects."""
+    rng = np.random.default_rng(orientation)
+    img = Image.fromarray(rng.integers(0, 256, (333, 400, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    jpeg = _save(img, tmp_path / "photo.jpg", "JPEG", quality=90, exif=exif.tobytes())
+    rgba = Image.fromarray(rng.integers(0, 256, (120, 90, 4), dtype=np.uint8), "RGBA")
+    png = _save(rgba, tmp_path / "cut-out.png", "PNG")
+    for path in (jpeg, png):
+        for size in (224, 260):
+            expected = to_input_array(load_rgb(path, draft_size=size), size)
+            assert np.array_equal(load_input_array(path, size), expected)
+            with open(path, "rb") as handle:
+                assert np.array_equal(load_input_array(handle, size, name="x"), expected)
+    upright = load_rgb(jpeg)
+    assert upright.size == ((400, 333) if orientation == 1 else (333, 400))
+    assert getattr(upright, "fp", None) is None  # independent of the file, as documented
+
+
 def test_to_input_array_normalisation_and_shape():
     white = to_input_array(Image.new("RGB", (50, 80), (255, 255, 255)), 224)
     black = to_input_array(Image.new("RGB", (50, 80), (0, 0, 0)), 224)

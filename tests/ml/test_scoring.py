@@ -7,7 +7,8 @@ from ml.evaluation.dataset import Look, LookDataset
 from ml.evaluation.protocols import SCORED_DIRECTIONS, build_tasks, evaluate
 from ml.retrieval.ranker import ScoringRanker
 from ml.retrieval.scoring import (ScoringSettings, item_query_scores, link_query_expansion,
-                                  pool_by_look, ranked_indices, ranked_looks, score_matrix, snapshot_gallery_transfer)
+                                  pool_by_look, ranked_indices, ranked_looks, score_matrix, snapshot_gallery_transfer,
+                                  softmax_hubness)
 
 
 def unit(*rows):
@@ -253,3 +254,48 @@ def test_near_duplicate_needs_the_threshold():
     assert near_duplicate(q, candidates, RecognitionSettings(0.995)) is None
     assert near_duplicate(q, candidates, RecognitionSettings(0.0)) is None   # off: identical bytes only
     assert near_duplicate(q, np.zeros((0, 3)), RecognitionSettings(0.5)) is None
+
+
+def test_softmax_hubness_by_hand():
+    v = unit([1, 0], [0, 1])
+    ref = unit([1, 0], [0.6, 0.8], [0, 1])
+    tau = 0.1
+    want = [tau * np.log(np.sum(np.exp((ref @ row) / tau))) for row in v]
+    np.testing.assert_allclose(softmax_hubness(v, ref, tau), want, rtol=1e-5)
+    np.testing.assert_allclose(softmax_hubness(v, ref, tau, chunk=1), want, rtol=1e-5)  # chunked the same
+    assert softmax_hubness(v, ref, 100.0)[0] == pytest.approx(100.0 * np.log(3) + float(np.mean(ref @ v[0])), rel=1e-3)
+    np.testing.assert_array_equal(softmax_hubness(v, np.zeros((0, 2)), tau), [0, 0])
+
+
+def test_item_hubness_demotes_the_snapshot_every_item_resembles():
+    """Snapshot 0 is a little closer to the query than snapshot 1, but it resembles every reference item
+    (a hub); with the correction the snapshot that suits this item in particular comes first."""
+    query = unit([1, 0, 0])
+    gallery = unit([0.62, 0.55, 0.55], [0.6, -0.5, -0.6])
+    reference = unit([0, 1, 0], [0, 0, 1], [0, 0.7, 0.7])
+    looks = [10, 11]
+    plain = item_query_scores(query, gallery, looks, ScoringSettings())
+    assert plain[0, 0] > plain[0, 1]
+    st = ScoringSettings(item_hub_weight=0.5, item_hub_temperature=0.1)
+    corrected = item_query_scores(query, gallery, looks, st, hub_reference=reference)
+    np.testing.assert_allclose(corrected, plain - 0.5 * softmax_hubness(gallery, reference, 0.1)[None], atol=1e-6)
+    assert corrected[0, 1] > corrected[0, 0]
+    # off, or no reference (an older model): unchanged
+    np.testing.assert_allclose(item_query_scores(query, gallery, looks, st), plain)
+    np.testing.assert_allclose(item_query_scores(query, gallery, looks, ScoringSettings(), hub_reference=reference),
+                               plain)
+
+
+def test_ranker_hub_reference_defaults_to_the_known_looks_items():
+    ds, vecs = tiny_dataset()
+    st = ScoringSettings(item_hub_weight=1.0, item_hub_temperature=0.1)
+    ranker = ScoringRanker(vecs, ds, known_look_ids=[1], settings=st)
+    np.testing.assert_allclose(ranker.hub_reference, np.stack([vecs["1_0_reco.jpg"], vecs["1_1_reco.jpg"]]))
+    i2s = build_tasks(ds, {2, 3})[1]
+    assert i2s.direction == "item_to_snapshots"
+    plain = ScoringRanker(vecs, ds, known_look_ids=[1]).scores(i2s)
+    hub = softmax_hubness(np.stack([vecs[n] for n in i2s.gallery]), ranker.hub_reference, 0.1)
+    np.testing.assert_allclose(ranker.scores(i2s), plain - hub[None], atol=1e-6)
+    given = np.stack([vecs["3_0_reco.jpg"]])
+    other = ScoringRanker(vecs, ds, known_look_ids=[1], settings=st, hub_reference=given)
+    np.testing.assert_allclose(other.hub_reference, given)

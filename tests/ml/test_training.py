@@ -114,6 +114,19 @@ def test_training_writes_a_loadable_model_dir(trained, dataset):
     assert not errors and vecs.shape == (3, 64)
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
 
+    # the reference items of item queries' hubness: the training looks' items, as the model describes them
+    from ml.training.export import hub_reference_items
+
+    names = hub_reference_items(dataset, [i for i in LOOKS if i not in TEST])
+    assert names == sorted(set(names), key=names.index) and len(names) > 1
+    assert emb.hub_reference is not None and emb.hub_reference.shape == (len(names), 64)
+    _, described, _ = emb.embed_files([dataset.root / n for n in names[:3]])
+    np.testing.assert_allclose(emb.hub_reference[:3], described, atol=2e-2)  # float16 feature maps vs images
+    test_items = {k for look in TEST for k in dataset.looks[look].items}
+    only_test = {dataset.item_name(k) for k in test_items} - {
+        dataset.item_name(k) for look in LOOKS if look not in TEST for k in dataset.looks[look].items}
+    assert not only_test & set(names), "no test look's own item is a reference item"
+
 
 def test_bad_model_dirs(tmp_path):
     with pytest.raises(ModelDirError, match="not found"):
@@ -126,6 +139,19 @@ def test_bad_model_dirs(tmp_path):
     (tmp_path / "m" / "card.json").write_text(json.dumps({"descriptor_dim": 8, "input_size": 224}))
     with pytest.raises(ModelDirError, match="cannot load"):
         CGDEmbedder(tmp_path / "m")
+
+
+def test_bad_hub_reference_is_named(trained, tmp_path):
+    import shutil
+
+    out, card, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    np.save(copy / "hub_reference.npy", np.zeros((3, card.descriptor_dim + 1), np.float32))
+    with pytest.raises(ModelDirError, match="reference items of shape"):
+        CGDEmbedder(copy)
+    (copy / "hub_reference.npy").unlink()
+    assert CGDEmbedder(copy).hub_reference is None   # an older model: no hubness correction
 
 
 def test_resume_continues_from_the_checkpoint(dataset, models_dir, tmp_path):
@@ -207,3 +233,32 @@ def test_ensemble_model_dir_concatenates_the_members(dataset, models_dir, tmp_pa
     joined = ensemble_vectors(members, [name])[name]
     parts = [m.vectors_fn([name])[0] for m in members]
     np.testing.assert_allclose(joined, np.concatenate(parts) / np.sqrt(2), atol=1e-5)
+
+
+def test_test_time_flip_exports_the_mean_of_the_image_and_its_mirror(dataset, models_dir, tmp_path):
+    """With `test_time_flip` the model describes an image by the normalised mean of its own and its mirror
+    image's descriptors, and the recipe's own vectors (selection, reference items) are those of the model."""
+    from PIL import Image
+
+    from ml.training import export_model_dir
+    from ml.training.ensemble import ensemble_vectors, with_test_time_flip
+
+    looks = sorted(set(dataset.looks) - TEST)
+    result = train(dataset, looks, tmp_path / "run", models_dir / "features", config(epochs=1, views=1),
+                   fixed_epochs=True, progress=False, log=lambda m: None)
+    plain = load_embedder(str(export_model_dir(result.head, config(views=1), tmp_path / "plain", models_dir)))
+    flip = load_embedder(str(export_model_dir(result.head, config(views=1, test_time_flip=True), tmp_path / "flip",
+                                              models_dir)))
+    assert flip.dim == plain.dim == 64
+    name = dataset.snapshot_names()[0]
+    mirror = tmp_path / "mirror.png"
+    Image.open(dataset.root / name).convert("RGB").transpose(Image.FLIP_LEFT_RIGHT).save(mirror)
+    _, (a, b), _ = plain.embed_files([dataset.root / name, mirror])
+    _, (tta,), _ = flip.embed_files([dataset.root / name])
+    want = (a + b) / np.linalg.norm(a + b)
+    np.testing.assert_allclose(tta, want, atol=5e-3)
+    assert np.abs(tta - a).max() > 5 * np.abs(tta - want).max(), "the mirror image changes the descriptor"
+    # the recipe's vectors from the feature cache: the same as the exported model's
+    vecs = with_test_time_flip(ensemble_vectors([result], [name]), [result], dataset, models_dir / "features",
+                               config(views=1, test_time_flip=True))
+    np.testing.assert_allclose(vecs[name], tta, atol=2e-2)

@@ -65,7 +65,8 @@ class Command(BaseCommand):
                 self.stderr.write(f"warning: the model was not trained with these test looks excluded "
                                   f"({len(test - excluded)} of them may have been trained on)")
             known = set(dataset.looks) - test
-            return ScoringRanker(embed_dataset(dataset, embedder, progress=progress), dataset, known, post)
+            return ScoringRanker(embed_dataset(dataset, embedder, progress=progress), dataset, known, post,
+                                 hub_reference=embedder.hub_reference)
 
         try:
             result = run_evaluation(data, test_looks, factory, rankings_out=rankings, json_out=json, method=method)

@@ -1,3 +1,4 @@
+import argparse
 from pathlib import Path
 
 from django.conf import settings
@@ -35,14 +36,18 @@ class Command(BaseCommand):
                             help="learning rate of the fine-tuned last stage")
         parser.add_argument("--ensemble", type=int, default=TrainConfig.ensemble,
                             help="heads trained with seeds seed, seed+1, ... (descriptors concatenated)")
+        parser.add_argument("--test-time-flip", action=argparse.BooleanOptionalAction,
+                            default=TrainConfig.test_time_flip,
+                            help="the model describes an image by the mean of it and its mirror image")
         parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
 
     def handle(self, data, out, val_looks, test_looks, epochs, batch_size, backbone, loss, views, seed, resume,
-               fine_tune_last_stage, last_stage_lr, ensemble, **options):
+               fine_tune_last_stage, last_stage_lr, ensemble, test_time_flip, **options):
         try:
             config = TrainConfig.from_batch_size(
                 batch_size, backbone=backbone, epochs=epochs, loss=loss, views=views, seed=seed,
                 fine_tune_last_stage=fine_tune_last_stage, last_stage_learning_rate=last_stage_lr, ensemble=ensemble,
+                test_time_flip=test_time_flip,
             ).check()
             dataset = LookDataset.from_folder(data)
             test = read_look_ids(test_looks, dataset) if test_looks else set()

@@ -1,0 +1,262 @@
+"""Session 9 of issue 11: ideas for item -> looks and snapshot -> items, judged on the five inner folds.
+
+    .venv/bin/python bench/item_query_ideas.py [--models frozen:0] [--available-folds] [--ideas fusion centring ...]
+
+Runs on the descriptors `bench/inner_kfold.py train` stored (var/bench/inner_kfold/) and on the backbone's
+cached feature maps (var/models/features), so every row costs seconds to minutes, no training:
+
+* `fusion`: the trained descriptor joined with the backbone's own global average-pooled feature map (the
+  untrained descriptor of the same forward pass, free at serving time): cosine = (1 - a) * trained + a * GAP;
+* `centring`: each kind's mean descriptor (items, snapshots: over the fold's known looks) subtracted before
+  cosine, alone and with CSLS;
+* `pooling`: a look scored by its best photo plus `b` times the mean of its photos;
+* `flip`: flip at test time (the mean of the descriptors of the image and its mirror image, the fold's head on
+  the cached feature maps of the mirrored images), alone and with the item hubness;
+* `hub`: item queries' hubness against the known items (inverted softmax, `item_hub_weight` x temperature);
+* `softmax`: the inverted softmax in place of CSLS for both directions (CSLS's shared knob; screening only).
+
+`--flip-all` puts every row on top of flip at test time.
+
+Rows are pooled over the folds as `bench/inner_kfold.py` pools them (same folds, same held-out looks), with
+`DEFAULT_POSTPROCESSING` unless a row says otherwise. Never run on val.
+"""
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.inner_kfold import (DIRECTIONS, FOLDS, HEADER, SHARED, fold_split, fold_vectors, row,  # noqa: E402
+                               run_dir)
+from ml.evaluation.dataset import LookDataset, read_look_ids  # noqa: E402
+from ml.evaluation.pipeline import images_to_embed  # noqa: E402
+from ml.retrieval.scoring import normalise  # noqa: E402
+from ml.training import DEFAULT_POSTPROCESSING, evaluate_vectors, subset_dataset  # noqa: E402
+
+
+def gap_vectors(dataset, names, cache_dir, variant="lite2") -> dict:
+    """The untrained descriptor of each image: global average pooling of the cached backbone feature map."""
+    from ml.training.feature_cache import FeatureCache
+
+    maps, errors = FeatureCache(cache_dir, variant).features([dataset.root / n for n in names], progress=False)
+    return {Path(p).name: normalise(m.astype(np.float32).mean(axis=(0, 1))[None])[0] for (p, _), m in maps.items()}
+
+
+def fused(trained: dict, gap: dict, a: float) -> dict:
+    """cosine of the result = (1 - a) * cosine(trained) + a * cosine(gap)."""
+    return {n: np.concatenate([np.sqrt(1 - a) * v, np.sqrt(a) * gap[n]]) for n, v in trained.items() if n in gap}
+
+
+def pca_projected(gap: dict, dataset, known, dims: int) -> dict:
+    """The GAP descriptors projected on the first ``dims`` principal axes of the known looks' images."""
+    names = [n for i in known for n in dataset.looks[i].snapshots] + sorted(
+        {dataset.item_name(k) for i in known for k in dataset.looks[i].items})
+    x = np.stack([gap[n] for n in names if n in gap])
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    axes = vt[:dims].T
+    return {n: normalise(((v - mean) @ axes)[None])[0] for n, v in gap.items()}
+
+
+def fold_head(run: Path, feature_shape):
+    """The descriptor model of one fold's trained head (``head.weights.npz``), default config's shape."""
+    from ml.cgd import build_cgd_head, build_descriptor_model
+    from ml.training import TrainConfig
+    from ml.training.checkpoints import load_weights
+
+    weights = load_weights(run / "head.weights.npz")
+    config = TrainConfig()
+    classes = [w for w in weights if w.ndim == 1][-1].shape[0]  # the auxiliary classifier's bias
+    head = build_cgd_head(feature_shape, classes, config.descriptor_dim, branches=tuple(config.branches))
+    head.set_weights(weights)
+    return build_descriptor_model(head)
+
+
+_FLIPPED: dict = {}
+
+
+def flip_vectors(args, dataset, names, fold: int, candidate: str) -> dict:
+    """The candidate's descriptors of the mirrored images (``FLIP_VIEW`` feature maps), one fold."""
+    if (fold, candidate) in _FLIPPED:
+        return _FLIPPED[(fold, candidate)]
+    from ml.training.feature_cache import FLIP_VIEW, FeatureCache
+
+    maps, _ = FeatureCache(args.cache, "lite2").features([dataset.root / n for n in names], views=(FLIP_VIEW,))
+    flipped = {Path(p).name: m for (p, _), m in maps.items()}
+    order = [n for n in names if n in flipped]
+    x = np.stack([flipped[n] for n in order]).astype(np.float32)
+    config, seeds = candidate.split(":")
+    parts = []
+    for seed in seeds.split(","):
+        head = fold_head(run_dir(args.out, fold, config, int(seed)), x.shape[1:])
+        parts.append(np.concatenate([np.asarray(head(x[i:i + 128])) for i in range(0, len(x), 128)]))
+    _FLIPPED[(fold, candidate)] = dict(zip(order, normalise(np.concatenate(parts, axis=1))))
+    return _FLIPPED[(fold, candidate)]
+
+
+def with_flip(vectors: dict, flipped: dict) -> dict:
+    """Flip test-time augmentation: the mean of an image's and its mirror image's descriptors, normalised."""
+    return {n: normalise((v + flipped[n])[None])[0] if n in flipped else v for n, v in vectors.items()}
+
+
+def centred(vectors: dict, dataset, known) -> dict:
+    snapshots = {s for look in dataset.looks.values() for s in look.snapshots}
+    known_snaps = [s for i in known for s in dataset.looks[i].snapshots if s in vectors]
+    known_items = sorted({dataset.item_name(k) for i in known for k in dataset.looks[i].items} & set(vectors))
+    mu_s = np.mean([vectors[n] for n in known_snaps], axis=0)
+    mu_i = np.mean([vectors[n] for n in known_items], axis=0)
+    return {n: normalise((v - (mu_s if n in snapshots else mu_i))[None])[0] for n, v in vectors.items()}
+
+
+def mean_pooling(extra: float):
+    """pool_by_look with ``extra`` times the mean of a look's photos added to its best (monkeypatched in)."""
+    import ml.retrieval.scoring as scoring
+
+    original = scoring.pool_by_look
+
+    def pool(scores, gallery_looks, weight):
+        out = original(scores, gallery_looks, weight)
+        looks = np.asarray(gallery_looks)
+        mean = np.empty_like(out)
+        for look in np.unique(looks):
+            cols = np.flatnonzero(looks == look)
+            mean[:, cols] = np.asarray(scores)[:, cols].mean(axis=1, keepdims=True)
+        return (out + extra * mean).astype(np.float32)
+
+    return original, pool
+
+
+def softmax_hubness(temperature: float):
+    """CSLS's hubness replaced by the inverted softmax's normaliser: tau * logsumexp(<g, r> / tau) over the
+    reference set (Smith et al. 2017; a dual softmax for ranking one query's gallery)."""
+    def hub(vectors, reference, top_k):
+        if len(reference) == 0:
+            return np.zeros(len(vectors), np.float32)
+        sims = normalise(vectors) @ normalise(reference).T / temperature
+        top = sims.max(axis=1, keepdims=True)
+        return (temperature * (top[:, 0] + np.log(np.exp(sims - top).sum(axis=1)))).astype(np.float32)
+
+    return hub
+
+
+def pooled(args, dataset, pool, candidate, settings, transform=None, gap=None) -> dict:
+    total = {d: {"mAP@100": 0.0, "hit@6": 0.0, "queries": 0} for d in DIRECTIONS}
+    split = subset_dataset(dataset, pool)
+    config, seeds = candidate.split(":")
+    done = [f for f in range(FOLDS) if all((run_dir(args.out, f, config, int(s)) / "vectors.pkl").exists()
+                                           for s in seeds.split(","))]
+    for fold in done:
+        known, held = fold_split(pool, fold)
+        vectors = fold_vectors(args, fold, candidate)
+        zero = np.zeros(len(next(iter(vectors.values()))), np.float32)
+        vectors = {n: vectors.get(n, zero) for n in images_to_embed(split)}
+        if args.flip_all:  # every row on top of flip at test time
+            vectors = with_flip(vectors, flip_vectors(args, dataset, list(vectors), fold, candidate))
+        if transform is not None:
+            vectors = transform(vectors, known) if not getattr(transform, "per_fold", False) else transform(
+                vectors, known, fold)
+        metrics = evaluate_vectors(split, vectors, held, known, settings)
+        for d in DIRECTIONS:
+            q = metrics[d]["queries"]
+            total[d]["queries"] += q
+            for name in ("mAP@100", "hit@6"):
+                total[d][name] += (metrics[d][name] or 0.0) * q
+    for d in DIRECTIONS:
+        for name in ("mAP@100", "hit@6"):
+            total[d][name] /= max(1, total[d]["queries"])
+    total["folds"] = done
+    return total
+
+
+def labelled_row(args, label: str, metrics: dict) -> str:
+    return row(("flip at test time + " if args.flip_all else "") + label, metrics)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=SHARED / "dev")
+    parser.add_argument("--test-looks", type=Path, default=SHARED / "val_looks.txt")
+    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "inner_kfold")
+    parser.add_argument("--cache", type=Path, default=ROOT / "var" / "models" / "features")
+    parser.add_argument("--models", nargs="+", default=["frozen:0"])
+    parser.add_argument("--ideas", nargs="+", default=["fusion", "centring", "pooling"])
+    parser.add_argument("--fusion-weights", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5])
+    parser.add_argument("--hub-temperatures", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3])
+    parser.add_argument("--hub-weights", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--flip-all", action="store_true", help="every row with flip at test time")
+    parser.add_argument("--pca-dims", type=int, nargs="*", default=[])
+    args = parser.parse_args()
+    dataset = LookDataset.from_folder(args.data)
+    pool = sorted(set(dataset.looks) - read_look_ids(args.test_looks, dataset))
+    names = images_to_embed(subset_dataset(dataset, pool))
+    gap = gap_vectors(dataset, names, args.cache) if "fusion" in args.ideas else None
+    base = DEFAULT_POSTPROCESSING
+    print(HEADER.format("model, idea"))
+    for model in args.models:
+        m = pooled(args, dataset, pool, model, base)
+        label = "flip at test time + " if args.flip_all else ""
+        print(row(f"{model}, {label}DEFAULT_POSTPROCESSING (folds {m['folds']})", m), flush=True)
+        if "fusion" in args.ideas:
+            for a in args.fusion_weights:
+                print(row(f"{model}, fusion with GAP a = {a}",
+                          pooled(args, dataset, pool, model, base, lambda v, k, a=a: fused(v, gap, a))), flush=True)
+            for dims in args.pca_dims:
+                for a in args.fusion_weights:
+                    print(row(f"{model}, fusion with GAP (PCA {dims} of the known images) a = {a}",
+                              pooled(args, dataset, pool, model, base, lambda v, k, a=a, d=dims: fused(
+                                  v, pca_projected(gap, dataset, k, d), a))), flush=True)
+        if "centring" in args.ideas:
+            print(row(f"{model}, domain centring", pooled(args, dataset, pool, model, base,
+                                                          lambda v, k: centred(v, dataset, k))), flush=True)
+            for ck, cw in ((10, 0.5), (20, 0.5)):
+                st = replace(base, csls_k=ck, csls_weight=cw)
+                print(row(f"{model}, CSLS {ck} / {cw}", pooled(args, dataset, pool, model, st)), flush=True)
+                print(row(f"{model}, domain centring + CSLS {ck} / {cw}",
+                          pooled(args, dataset, pool, model, st, lambda v, k: centred(v, dataset, k))), flush=True)
+        if "flip" in args.ideas:
+            def flip(v, k, fold, model=model):
+                return with_flip(v, flip_vectors(args, dataset, names, fold, model))
+            flip.per_fold = True
+            print(row(f"{model}, flip at test time", pooled(args, dataset, pool, model, base, flip)), flush=True)
+            hub = replace(base, item_hub_weight=1.0, item_hub_temperature=0.15)
+            print(row(f"{model}, flip at test time + item hubness 0.15 / 1.0",
+                      pooled(args, dataset, pool, model, hub, flip)), flush=True)
+        if "hub" in args.ideas:
+            for tau in args.hub_temperatures:
+                for w in args.hub_weights:
+                    st = replace(base, item_hub_weight=w, item_hub_temperature=tau)
+                    print(labelled_row(args, f"{model}, item hubness (inverted softmax over the known items) tau {tau} weight {w}",
+                              pooled(args, dataset, pool, model, st)), flush=True)
+        if "softmax" in args.ideas:
+            import ml.retrieval.scoring as scoring
+
+            original = scoring.hubness
+            for tau in (0.02, 0.05, 0.1):
+                for w in (0.5, 1.0):
+                    scoring.hubness = softmax_hubness(tau)
+                    try:
+                        for label, t in (("", None), ("domain centring + ", lambda v, k: centred(v, dataset, k))):
+                            st = replace(base, csls_k=1, csls_weight=w)
+                            print(row(f"{model}, {label}inverted softmax tau {tau} weight {w}",
+                                      pooled(args, dataset, pool, model, st, t)), flush=True)
+                    finally:
+                        scoring.hubness = original
+        if "pooling" in args.ideas:
+            import ml.retrieval.scoring as scoring
+
+            for extra in (0.25, 0.5, 1.0):
+                original, patched = mean_pooling(extra)
+                scoring.pool_by_look = patched
+                try:
+                    print(row(f"{model}, look = best photo + {extra} x mean of its photos",
+                              pooled(args, dataset, pool, model, base)), flush=True)
+                finally:
+                    scoring.pool_by_look = original
+
+
+if __name__ == "__main__":
+    main()
