@@ -105,18 +105,30 @@ def sample_files(suffix: str) -> list[Path]:
 
 
 def listening_process(port: int):
-    """The process that owns the listening socket on `port` (for a pre-fork server, the master), or None."""
+    """The process that owns the listening socket on `port` (for a pre-fork server, the master), or None.
+
+    psutil.net_connections names one process per socket, and a pre-fork server's master and workers all hold
+    the same one, so it may name a worker: climb to the topmost ancestor that still listens on the port (else
+    only one worker's CPU would be counted, as it was before this was fixed)."""
     import psutil
+
+    def listens(process) -> bool:
+        try:
+            return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                       for c in process.net_connections(kind="tcp"))
+        except psutil.Error:
+            return False
 
     pids = {c.pid for c in psutil.net_connections(kind="tcp")
             if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid}
     for pid in pids:
         try:
             process = psutil.Process(pid)
-            if process.ppid() not in pids:
-                return process
         except psutil.Error:
             continue
+        while (parent := process.parent()) is not None and listens(parent):
+            process = parent
+        return process
     return None
 
 
