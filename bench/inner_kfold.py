@@ -95,9 +95,31 @@ def fold_vectors(args, fold: int, candidate: str) -> dict:
     return dict(zip(names, joined))
 
 
+def new_pool() -> dict:
+    """Metrics pooled over folds: per direction, sums weighted by each fold's queries (add_to_pool, pool_means)."""
+    return {d: {"mAP@100": 0.0, "hit@6": 0.0, "queries": 0} for d in DIRECTIONS}
+
+
+def add_to_pool(total: dict, metrics: dict) -> None:
+    """Adds one fold's metrics (evaluate_vectors) to the pool, weighted by its number of queries."""
+    for d in DIRECTIONS:
+        q = metrics[d]["queries"]
+        total[d]["queries"] += q
+        for name in ("mAP@100", "hit@6"):
+            total[d][name] += (metrics[d][name] or 0.0) * q
+
+
+def pool_means(total: dict) -> dict:
+    """The pool's sums turned into means over all the folds' queries (as if one evaluation)."""
+    for d in DIRECTIONS:
+        for name in ("mAP@100", "hit@6"):
+            total[d][name] /= max(1, total[d]["queries"])
+    return total
+
+
 def pooled(args, dataset, pool, candidate: str, settings: ScoringSettings) -> dict:
     """Metrics over the held-out queries of all folds (each fold's mean weighted by its queries)."""
-    total = {d: {"mAP@100": 0.0, "hit@6": 0.0, "queries": 0} for d in DIRECTIONS}
+    total = new_pool()
     folds_done = [f for f in range(FOLDS) if all(
         (run_dir(args.out, f, candidate.split(":")[0], int(seed)) / "vectors.pkl").exists()
         for seed in candidate.split(":")[1].split(","))] if args.available_folds else range(FOLDS)
@@ -107,16 +129,8 @@ def pooled(args, dataset, pool, candidate: str, settings: ScoringSettings) -> di
         vectors = fold_vectors(args, fold, candidate)
         zero = np.zeros(len(next(iter(vectors.values()))), np.float32)
         vectors = {n: vectors.get(n, zero) for n in images_to_embed(split)}
-        metrics = evaluate_vectors(split, vectors, held, known, settings)
-        for d in DIRECTIONS:
-            q = metrics[d]["queries"]
-            total[d]["queries"] += q
-            for name in ("mAP@100", "hit@6"):
-                total[d][name] += (metrics[d][name] or 0.0) * q
-    for d in DIRECTIONS:
-        for name in ("mAP@100", "hit@6"):
-            total[d][name] /= max(1, total[d]["queries"])
-    return total
+        add_to_pool(total, evaluate_vectors(split, vectors, held, known, settings))
+    return pool_means(total)
 
 
 def row(label: str, m: dict) -> str:

@@ -30,8 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.inner_kfold import (DIRECTIONS, FOLDS, HEADER, SHARED, fold_split, fold_vectors, row,  # noqa: E402
-                               run_dir)
+from bench.inner_kfold import (DIRECTIONS, FOLDS, HEADER, SHARED, add_to_pool, fold_split,  # noqa: E402
+                               fold_vectors, new_pool, pool_means, row, run_dir)
 from ml.evaluation.dataset import LookDataset, read_look_ids  # noqa: E402
 from ml.evaluation.pipeline import images_to_embed  # noqa: E402
 from ml.retrieval.scoring import normalise  # noqa: E402
@@ -144,7 +144,7 @@ def softmax_hubness(temperature: float):
 
 
 def pooled(args, dataset, pool, candidate, settings, transform=None, gap=None) -> dict:
-    total = {d: {"mAP@100": 0.0, "hit@6": 0.0, "queries": 0} for d in DIRECTIONS}
+    total = new_pool()
     split = subset_dataset(dataset, pool)
     config, seeds = candidate.split(":")
     done = [f for f in range(FOLDS) if all((run_dir(args.out, f, config, int(s)) / "vectors.pkl").exists()
@@ -159,15 +159,8 @@ def pooled(args, dataset, pool, candidate, settings, transform=None, gap=None) -
         if transform is not None:
             vectors = transform(vectors, known) if not getattr(transform, "per_fold", False) else transform(
                 vectors, known, fold)
-        metrics = evaluate_vectors(split, vectors, held, known, settings)
-        for d in DIRECTIONS:
-            q = metrics[d]["queries"]
-            total[d]["queries"] += q
-            for name in ("mAP@100", "hit@6"):
-                total[d][name] += (metrics[d][name] or 0.0) * q
-    for d in DIRECTIONS:
-        for name in ("mAP@100", "hit@6"):
-            total[d][name] /= max(1, total[d]["queries"])
+        add_to_pool(total, evaluate_vectors(split, vectors, held, known, settings))
+    total = pool_means(total)
     total["folds"] = done
     return total
 
