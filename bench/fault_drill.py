@@ -54,18 +54,25 @@ class Load:
         for thread in self.threads:
             thread.join(timeout=60)
 
-    def upload(self) -> int | None:
+    def _post_image(self, endpoint: str):
+        """POSTs a random sample image to `endpoint` as the signed-in user; the response, or None if none came."""
         path = random.choice(self.images)
         try:
             with path.open("rb") as handle:
-                response = requests.post(f"{self.url}/api/wardrobe/items/", timeout=30,
-                                         headers={"Authorization": f"Token {self.token}"},
-                                         files={"image": (path.name, handle, "image/jpeg")})
-            ok = response.status_code == 202
-            if ok:
-                self.uploads.append(response.json()["id"])
+                return requests.post(f"{self.url}{endpoint}", timeout=30,
+                                     headers={"Authorization": f"Token {self.token}"},
+                                     files={"image": (path.name, handle, "image/jpeg")})
         except requests.RequestException:
-            ok = False
+            return None
+
+    def upload(self) -> int | None:
+        response = self._post_image("/api/wardrobe/items/")
+        ok = response is not None and response.status_code == 202
+        if ok:
+            try:
+                self.uploads.append(response.json()["id"])
+            except requests.RequestException:  # a 202 without its JSON body counts as a failed upload
+                ok = False
         self.events.append((time.monotonic(), "upload", ok))
         return self.uploads[-1] if ok else None
 
@@ -75,16 +82,8 @@ class Load:
 
     def search_loop(self):
         while not self.stopping.wait(0.5):
-            path = random.choice(self.images)
-            try:
-                with path.open("rb") as handle:
-                    response = requests.post(f"{self.url}/api/search/items/", timeout=30,
-                                             headers={"Authorization": f"Token {self.token}"},
-                                             files={"image": (path.name, handle, "image/jpeg")})
-                ok = response.status_code == 200
-            except requests.RequestException:
-                ok = False
-            self.events.append((time.monotonic(), "search", ok))
+            response = self._post_image("/api/search/items/")
+            self.events.append((time.monotonic(), "search", response is not None and response.status_code == 200))
 
     def failures(self, since: float, until: float) -> dict:
         window = [e for e in self.events if since <= e[0] <= until]
