@@ -19,7 +19,7 @@ from recommender.services.tagging import set_item_category
 from recommender.taxonomy import CATEGORIES
 from recommender.services.health import health_report
 from recommender.services.search import search_items, search_looks
-from recommender.services.uploads import UploadError, check_upload
+from recommender.services.uploads import UploadError, check_query
 from wardrobe.services.wardrobe import liked_look_ids
 
 DEFAULT_K = 6
@@ -74,7 +74,10 @@ def _parse_choice(raw, allowed, what: str) -> str | None:
     return raw
 
 
-def _thumbnail_data_url(image, size: int = 360) -> str:
+THUMBNAIL_SIZE = 360  # pixels, the longer side of the query shown beside its results
+
+
+def _thumbnail_data_url(image, size: int = THUMBNAIL_SIZE) -> str:
     """The query image as an inline JPEG (shown beside the results; the upload itself is never stored)."""
     thumb = image.copy()
     thumb.thumbnail((size, size))
@@ -108,16 +111,16 @@ def _run_search(request, tab: str):
         upload = request.FILES.get("image")
         if upload is None:
             raise SearchRequestError("choose an image to search with")
-        checked = check_upload(upload)
+        query = check_query(upload)
         if tab == "items":
             category = _parse_choice(values["category"], names["categories"], "category")
-            results = search_items(checked.image, k=k, category=category)
+            results = search_items(query, k=k, category=category)
         else:
             style = _parse_choice(values["style"], names["styles"], "style")
-            found = search_looks(checked.image, k=k, style=style, sha256=checked.sha256)
+            found = search_looks(query, k=k, style=style, sha256=query.sha256)
             results, recognised = found.results, found.recognised
         if not _wants_json(request):
-            query_image = _thumbnail_data_url(checked.image)
+            query_image = _thumbnail_data_url(query.preview(THUMBNAIL_SIZE))
     except (UploadError, SearchRequestError) as problem:
         status, error = 400, str(problem)
     except ModelVersion.DoesNotExist as problem:

@@ -1,5 +1,6 @@
 """The first start's background training: trains on the platform's own catalogue, registers the model,
 re-embeds every image with it through the real worker, and only then serves it."""
+import io
 import json
 from pathlib import Path
 
@@ -8,11 +9,11 @@ import pytest
 from django.core.management import call_command
 
 from ml.training import TrainConfig
-from ml.images import load_rgb
 from ml.retrieval.scoring import ScoringSettings, item_query_scores, ranked_indices, ranked_looks, score_matrix
 from recommender.models import Descriptor, Item, LookItem, Snapshot, TrainingJob
 from recommender.services import search, training, versions
 from recommender.services.training import refresh_training_job
+from recommender.services.uploads import check_query
 from tests.conftest import copy_looks, wait_until
 
 LOOKS = (0, 5, 6, 10, 15, 20, 22, 25, 149, 288, 30, 35)
@@ -56,14 +57,18 @@ def test_platform_search_scores_as_the_evaluation_does(catalogue, active_version
                timeout=300, message="the trained model is served")
 
     query_path = sample_dir / "149_0_part.jpg"
-    results = search.search_items(load_rgb(query_path), k=6)
+    upload = check_query(io.BytesIO(query_path.read_bytes()), name=query_path.name)  # as the views pass it
+    results = search.search_items(upload, k=6)
 
     settings = ScoringSettings.from_dict(card["postprocessing"])
     items = list(Item.objects.order_by("id"))
     snapshots = list(Snapshot.objects.order_by("id"))
     links = np.array([[float(LookItem.objects.filter(look=s.look, item=i).exists()) for i in items] for s in snapshots])
     popularity = np.array([LookItem.objects.filter(item=i).count() for i in items], np.float32)
-    query = search.embed_query(load_rgb(query_path))
+    query = search.embed_query(upload)
+    # the upload's descriptor is the one the catalogue stores for the same file (the same decoding)
+    snapshot = Snapshot.objects.get(sha256=upload.sha256)
+    np.testing.assert_allclose(query, search.descriptor_of("snapshot", snapshot.id), atol=1e-5)
     item_vectors = np.stack([search.descriptor_of("item", i.id) for i in items])
     expected = score_matrix(
         query[None], item_vectors, settings,
@@ -83,12 +88,15 @@ def test_platform_search_scores_as_the_evaluation_does(catalogue, active_version
     assert not np.allclose(direct[order], expected[order], atol=1e-3)
 
 
-def _search_looks_upload(path, data):
-    """search_looks as the views call it: the upload's decoded image and the SHA-256 of its bytes."""
-    import hashlib
-    import io
+def _query(path, data):
+    """A query upload as the views pass it to the searches (services.uploads.check_query)."""
+    return check_query(io.BytesIO(data), name=path.name)
 
-    return search.search_looks(load_rgb(io.BytesIO(data), name=path.name), k=6, sha256=hashlib.sha256(data).hexdigest())
+
+def _search_looks_upload(path, data):
+    """search_looks as the views call it: the upload's query and the SHA-256 of its bytes."""
+    query = _query(path, data)
+    return search.search_looks(query, k=6, sha256=query.sha256)
 
 
 def test_platform_item_to_looks_scores_as_the_evaluation_does(catalogue, active_version, sample_dir, tmp_path):
@@ -133,7 +141,9 @@ def test_platform_item_to_looks_scores_as_the_evaluation_does(catalogue, active_
     product = Item.objects.get(sha256=hashlib.sha256(data).hexdigest())
     found = _search_looks_upload(sample_dir / "149_1_reco.jpg", data)
     assert found.recognised is not None and found.recognised.item == product and found.recognised.match == "identical"
-    query = search.embed_query(load_rgb(io.BytesIO(data)))
+    query = search.embed_query(_query(sample_dir / "149_1_reco.jpg", data))
+    # the upload's descriptor is the one the catalogue stores for the same file (the same decoding)
+    np.testing.assert_allclose(query, search.descriptor_of("item", product.id), atol=1e-5)
     want_looks, want_scores = expected(query, product)
     assert [r.look.id for r in found.results] == want_looks
     np.testing.assert_allclose([r.score for r in found.results], want_scores, atol=1e-5)
@@ -146,7 +156,7 @@ def test_platform_item_to_looks_scores_as_the_evaluation_does(catalogue, active_
     buffer = io.BytesIO()
     Image.open(io.BytesIO(data)).convert("RGB").resize((180, 240)).save(buffer, format="JPEG", quality=70)
     copy = buffer.getvalue()
-    copy_query = search.embed_query(load_rgb(io.BytesIO(copy)))
+    copy_query = search.embed_query(_query(tmp_path / "copy.jpg", copy))
     cosine = float(copy_query @ search.descriptor_of("item", product.id))
     assert _search_looks_upload(tmp_path / "copy.jpg", copy).recognised is None  # threshold 0.999999
     card["recognition"] = {"near_duplicate_cosine": cosine - 1e-4}
@@ -167,7 +177,7 @@ def test_platform_item_to_looks_scores_as_the_evaluation_does(catalogue, active_
                  if not Item.objects.filter(sha256=hashlib.sha256(p.read_bytes()).hexdigest()).exists())
     found = _search_looks_upload(other, other.read_bytes())
     assert found.recognised is None
-    other_query = search.embed_query(load_rgb(other))
+    other_query = search.embed_query(_query(other, other.read_bytes()))
     want_looks, want_scores = expected(other_query)
     assert [r.look.id for r in found.results] == want_looks
     np.testing.assert_allclose([r.score for r in found.results], want_scores, atol=1e-5)

@@ -29,7 +29,7 @@ from recommender.api.serializers import (
 from recommender.models import ReembedJob
 from recommender.services.reembedding import ReembeddingInProgress, refresh_progress, start_reembedding
 from recommender.services.search import search_items, search_looks
-from recommender.services.uploads import UploadError, check_upload
+from recommender.services.uploads import UploadError, check_query
 
 
 class SearchAnonThrottle(LiveRateMixin, AnonRateThrottle):
@@ -48,10 +48,19 @@ class BadUpload(APIException):
     default_code = "bad_upload"
 
 
-def checked_image(serializer):
-    """The validated upload, checked (size, format, pixels); a bad upload is a 400 naming the problem."""
+def checked_query(serializer):
+    """The validated query upload, checked (size, format, pixels); a bad upload is a 400 naming the problem."""
     try:
-        return check_upload(serializer.validated_data["image"])
+        return check_query(serializer.validated_data["image"])
+    except UploadError as error:
+        raise BadUpload(str(error))
+
+
+def searched(search, *args, **kwargs):
+    """search(*args, **kwargs); a query whose pixels turn out corrupt or truncated (the search decodes them,
+    once) is a 400 naming the problem, as a bad header is."""
+    try:
+        return search(*args, **kwargs)
     except UploadError as error:
         raise BadUpload(str(error))
 
@@ -106,9 +115,9 @@ class ItemSearchView(_SearchView):
     def post(self, request):
         serializer = ItemSearchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        upload = checked_image(serializer)
+        query = checked_query(serializer)
         data = serializer.validated_data
-        results = search_items(upload.image, k=data.get("k", 6), category=data.get("category") or None)
+        results = searched(search_items, query, k=data.get("k", 6), category=data.get("category") or None)
         return Response({"results": [r.as_dict(lambda field: absolute_url(request, field)) for r in results]})
 
 
@@ -119,9 +128,9 @@ class LookSearchView(_SearchView):
     def post(self, request):
         serializer = LookSearchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        upload = checked_image(serializer)
+        query = checked_query(serializer)
         data = serializer.validated_data
-        found = search_looks(upload.image, k=data.get("k", 6), style=data.get("style") or None, sha256=upload.sha256)
+        found = searched(search_looks, query, k=data.get("k", 6), style=data.get("style") or None, sha256=query.sha256)
         url = lambda field: absolute_url(request, field)  # noqa: E731
         return Response({"results": [r.as_dict(url) for r in found.results],
                          "recognised_item": found.recognised.as_dict(url) if found.recognised else None})

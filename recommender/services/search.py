@@ -212,16 +212,22 @@ class LookResult:
         return {"look_id": self.look.id, "snapshot_url": url(self.snapshot.image), "score": self.score, "style": style}
 
 
-def embed_query(image, version: ModelVersion | None = None) -> np.ndarray:
-    """The version's (active by default) descriptor of a query image (a normalised RGB PIL image), in this
-    process."""
+def embed_query(query, version: ModelVersion | None = None) -> np.ndarray:
+    """The version's (active by default) descriptor of a query image, in this process.
+
+    `query` is what the views pass, an upload's `QueryImage` (services.uploads): its bytes are decoded once, at
+    the model's input size, by the function that reads the catalogue's images for embedding, so the query's
+    descriptor is the one the same file gets in the catalogue. An already decoded RGB PIL image (benchmarks
+    that decode their files once) is resized by `ml.images.to_input_array`."""
     from ml.images import to_input_array
     from recommender.embedders import get_embedder
 
     version = version or active_version()
     embedder = get_embedder(version)
-    # concurrent requests of this process share forward passes (Embedder.embed_one): less CPU per query
-    return embedder.embed_one(to_input_array(image, embedder.input_size))
+    size = embedder.input_size
+    model_input = query.model_input(size) if hasattr(query, "model_input") else to_input_array(query, size)
+    # concurrent requests of this process may share forward passes (Embedder.embed_one, FASHIONSITE_QUERY_BATCH)
+    return embedder.embed_one(model_input)
 
 
 def scoring_settings(version: ModelVersion):
@@ -247,7 +253,8 @@ def candidate_count(k: int) -> int:
 
 
 def search_items(image, k: int = 6, category: str | None = None) -> list[ItemResult]:
-    """Snapshot -> items: the k catalogue items that go with the snapshot, optionally of one category.
+    """Snapshot -> items: the k catalogue items that go with the snapshot (`image`: a query as embed_query takes
+    it), optionally of one category.
 
     pgvector finds the candidates (the category filter is in its WHERE clause): the items nearest the query,
     and, when the version uses look transfer, the items that experts linked to the looks of the snapshots
@@ -377,7 +384,8 @@ def recognise_item(query, sha256: str | None, version: ModelVersion) -> Recognit
 
 
 def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None = None) -> LookSearch:
-    """Item -> looks: the k looks (each through its best snapshot) that suit the item, optionally of a style.
+    """Item -> looks: the k looks (each through its best snapshot) that suit the item (`image`: a query as
+    embed_query takes it), optionally of a style.
 
     Scored by ml.retrieval.scoring.item_query_scores and ordered by ranked_looks, the functions evaluate_cgd
     measures for item -> looks, with the version's post-processing. An upload recognised as a catalogue product

@@ -7,6 +7,12 @@ there). A rejected upload raises UploadError with a message naming the file and 
 stored. Accepted images (CMYK, 16-bit, palette, alpha, EXIF-rotated included) are normalised to 8-bit RGB,
 upright.
 
+A search's query is checked the same way up to its header (`check_query`), and its pixels are decoded once,
+straight to the model's input, by `ml.images.load_input_array`: the function that reads every catalogue image
+for embedding (JPEG draft decoding, one pass of orientation and resizing). So a query's descriptor is the one the
+same file gets in the catalogue (what is measured is what is served), and a 12-megapixel phone photo is decoded
+at a fraction of its size instead of in full.
+
 What is stored of a wardrobe photo is `stored_copy()`: the upright pixels re-encoded, without EXIF, GPS, XMP or
 any other metadata (a photo taken at home carries the home's coordinates).
 """
@@ -15,9 +21,10 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
-from ml.images import MAX_PIXELS, ImageError, load_rgb
+from ml.images import MAX_PIXELS, ImageError, load_input_array, load_rgb
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_PIXELS = MAX_PIXELS  # per image (40 megapixels)
@@ -81,6 +88,33 @@ class CheckedImage:
         return f"{self.sha256}{self.extension}"
 
 
+@dataclass(frozen=True)
+class QueryImage:
+    """A search's query upload: size, format and dimensions checked (`read_header`), its bytes read, its pixels
+    not decoded yet. The search decodes it once, at the model's input size (`model_input`)."""
+
+    data: bytes  # the file's bytes as uploaded
+    name: str
+    sha256: str  # of the bytes as uploaded (an upload of a catalogue product is recognised by it)
+    format: str
+
+    def model_input(self, size: int) -> np.ndarray:
+        """The model's (size, size, 3) input, as `ml.images.load_input_array` makes it for a catalogue image of
+        the same bytes. A corrupt or truncated file is an UploadError naming it."""
+        try:
+            return load_input_array(io.BytesIO(self.data), size, name=self.name)
+        except ImageError as error:
+            raise UploadError(str(error))
+
+    def preview(self, size: int) -> Image.Image:
+        """The upright RGB image, decoded at no less than `size` pixels a side where the format allows (JPEG
+        draft): for showing the query beside its results."""
+        try:
+            return load_rgb(io.BytesIO(self.data), name=self.name, draft_size=size)
+        except ImageError as error:
+            raise UploadError(str(error))
+
+
 def read_header(uploaded, name: str | None = None) -> UploadHeader:
     """Checks size, format (magic bytes) and dimensions (header only): no decoder runs on the pixels."""
     name = name or getattr(uploaded, "name", None) or "upload"
@@ -114,13 +148,19 @@ def read_header(uploaded, name: str | None = None) -> UploadHeader:
     return UploadHeader(file=uploaded, name=name, format=detected, width=width, height=height)
 
 
-def decode(header: UploadHeader) -> CheckedImage:
-    """Reads and decodes an upload whose header passed (one image in memory at a time, at most 10 MB of file
-    and 40 megapixels of pixels)."""
+def read_bytes(header: UploadHeader) -> bytes:
+    """The bytes of an upload whose header passed (at most 10 MB, whatever its announced size said)."""
     _rewind(header.file)
     data = header.file.read(MAX_UPLOAD_BYTES + 1)
     if len(data) > MAX_UPLOAD_BYTES:
         raise UploadError(f"{header.name}: the file is over the {MAX_UPLOAD_BYTES // 2**20} MB limit")
+    return data
+
+
+def decode(header: UploadHeader) -> CheckedImage:
+    """Reads and decodes an upload whose header passed (one image in memory at a time, at most 10 MB of file
+    and 40 megapixels of pixels)."""
+    data = read_bytes(header)
     try:
         image = load_rgb(io.BytesIO(data), name=header.name)  # corrupt, truncated
     except ImageError as error:
@@ -134,6 +174,14 @@ def decode(header: UploadHeader) -> CheckedImage:
 def check_upload(uploaded, name: str | None = None) -> CheckedImage:
     """`uploaded` is a Django UploadedFile or any seekable binary file object."""
     return decode(read_header(uploaded, name))
+
+
+def check_query(uploaded, name: str | None = None) -> QueryImage:
+    """A search's query upload (a Django UploadedFile or any seekable binary file object), checked up to its
+    header; its pixels are decoded by the search, once (QueryImage.model_input)."""
+    header = read_header(uploaded, name)
+    data = read_bytes(header)
+    return QueryImage(data=data, name=header.name, sha256=hashlib.sha256(data).hexdigest(), format=header.format)
 
 
 def stored_copy(checked: CheckedImage) -> bytes:

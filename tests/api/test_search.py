@@ -101,3 +101,41 @@ def test_authenticated_users_search_too(catalogue, sample_dir, make_user):
     path = sample_dir / "0_0_part.jpg"
     response = client.post("/api/search/items/", {"image": upload(path.name, path.read_bytes())}, format="multipart")
     assert response.status_code == 200 and len(response.json()["results"]) == 6
+
+
+def test_a_query_upload_is_embedded_as_the_catalogue_embeds_the_same_file(sample_dir, tmp_path, transactional_db,
+                                                                          active_version, taxonomy,
+                                                                          celery_worker_process):
+    """What is measured is what is served: a search decodes its upload with the function that reads catalogue
+    images for embedding (ml.images.load_input_array: JPEG draft decoding, orientation and resizing in one
+    pass), so an upload's descriptor is the stored one of the same file. Phone-sized photos (2,000 px and
+    more) make the draft decoding matter: decoded in full and then resized, the same file gives another
+    descriptor."""
+    import hashlib
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from ml.images import load_rgb
+    from recommender.services.search import embed_query
+    from recommender.services.uploads import check_query
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for path in sorted(sample_dir.glob("20_*.jpg")):  # a look's photos, enlarged to phone-photo sizes
+        with Image.open(path) as image:
+            big = image.convert("RGB").resize((image.width * 7, image.height * 7), Image.BICUBIC)
+        big.save(folder / path.name, format="JPEG", quality=90)
+    import_and_embed(folder, tmp_path, (20,))
+    photos = sorted(folder.glob("20_*_reco.jpg"))
+    assert photos and min(Image.open(p).width for p in photos) >= 2000
+    for path in sorted(folder.glob("20_*_reco.jpg")):
+        data = path.read_bytes()
+        item = Item.objects.get(sha256=hashlib.sha256(data).hexdigest())
+        stored = descriptor_of("item", item.id)
+        served = embed_query(check_query(io.BytesIO(data), name=path.name))
+        np.testing.assert_allclose(served, stored, atol=1e-5, err_msg=path.name)
+        # the former query path (a full decode, then the resize) gives another input for such a photo
+        fully_decoded = embed_query(load_rgb(io.BytesIO(data), name=path.name))
+        assert np.abs(fully_decoded - stored).max() > 1e-3, path.name
