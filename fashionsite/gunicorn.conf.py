@@ -1,8 +1,13 @@
 """gunicorn's configuration for the web (`make run` and the Procfile's `web`): gunicorn --config this file.
 
-Sized for the 2 cores of the reference machine: 2 worker processes (FASHIONSITE_WEB_WORKERS) of 4 threads each
-(FASHIONSITE_WEB_THREADS). Threads let a worker serve pages and database queries while another request waits on
-the model; two processes use both cores. The app is loaded in each worker after the fork (never --preload:
+Sized for the 2 cores of the reference machine: 1 worker process (FASHIONSITE_WEB_WORKERS) of 4 threads
+(FASHIONSITE_WEB_THREADS). The threads fill both cores: TensorFlow's forward pass and Postgres run outside the
+GIL, so while one request's Python holds it, another's model or query runs on the other core. One process
+rather than two (measured under bench/load.py, docs/RESULTS.md "Issue 10: load, session 10"): the CPU a request
+costs is the same, but a single process serves its requests from one first-come queue, whereas two processes
+each keep the keep-alive connections they accepted and serve them in parallel, which spreads every request's
+latency out (2 x 4: snapshot -> items p95 1.42 s; 2 x 2: 1.52 s; 1 x 4: 1.22 s, same machine, same hour).
+It also holds one copy of the model instead of two. With several cores, raise the workers. The app is loaded in each worker after the fork (never --preload:
 TensorFlow is not fork-safe), and each worker then loads and warms the active model in the background
 (post_worker_init), so the first search does not pay for it.
 """
@@ -12,7 +17,7 @@ import threading
 wsgi_app = "fashionsite.wsgi:application"
 bind = f"{os.environ.get('FASHIONSITE_BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
-workers = int(os.environ.get("FASHIONSITE_WEB_WORKERS", "2"))
+workers = int(os.environ.get("FASHIONSITE_WEB_WORKERS", "1"))
 threads = int(os.environ.get("FASHIONSITE_WEB_THREADS", "4"))
 preload_app = False
 
@@ -21,8 +26,9 @@ timeout = int(os.environ.get("FASHIONSITE_WEB_TIMEOUT", "120"))
 graceful_timeout = 30
 keepalive = 5
 # Recycle a worker now and then (a slow leak in a library cannot grow forever); jitter so that the workers are
-# not all restarting (and reloading the model) at once.
-max_requests = int(os.environ.get("FASHIONSITE_WEB_MAX_REQUESTS", "5000"))
+# not all restarting (and reloading the model) at once. Off with a single worker: while it restarts nobody would
+# answer and the first searches would wait for the model to load again.
+max_requests = int(os.environ.get("FASHIONSITE_WEB_MAX_REQUESTS", "5000" if workers > 1 else "0"))
 max_requests_jitter = max_requests // 10
 
 # Behind a TLS proxy on another machine, list its address, so that gunicorn believes its X-Forwarded-Proto.

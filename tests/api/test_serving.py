@@ -119,12 +119,13 @@ def test_https_settings_make_check_deploy_clean():
     assert "no issues" in result.stdout
 
 
-def test_gunicorn_loads_the_app_and_the_model_in_each_worker_after_the_fork():
-    """TensorFlow is not fork-safe: no --preload, and the model is warmed by a post_worker_init hook."""
+def _gunicorn_config(monkeypatch, **environment):
     from gunicorn.config import Config
 
     from fashionsite.launcher import web_command
 
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
     command = web_command()
     assert "--preload" not in command and command[command.index("--config") + 1].endswith("gunicorn.conf.py")
     config = Config()
@@ -133,9 +134,21 @@ def test_gunicorn_loads_the_app_and_the_model_in_each_worker_after_the_fork():
     for name in ("wsgi_app", "workers", "threads", "worker_class", "timeout", "max_requests", "max_requests_jitter",
                  "preload_app", "post_worker_init"):
         config.set(name, namespace[name])
+    return config, namespace
+
+
+def test_gunicorn_loads_the_app_and_the_model_in_each_worker_after_the_fork(monkeypatch):
+    """TensorFlow is not fork-safe: no --preload, and the model is warmed by a post_worker_init hook. One worker
+    of several threads by default (the 2 cores' measured best); a lone worker is never recycled (nobody would
+    answer meanwhile), several are, at staggered times."""
+    monkeypatch.delenv("FASHIONSITE_WEB_WORKERS", raising=False)
+    monkeypatch.delenv("FASHIONSITE_WEB_MAX_REQUESTS", raising=False)
+    config, namespace = _gunicorn_config(monkeypatch)
     assert config.preload_app is False and config.worker_class_str == "gthread"
-    assert config.workers == 2 and config.threads >= 2 and config.max_requests_jitter > 0
+    assert config.workers == 1 and config.threads >= 2 and config.max_requests == 0
     assert "warm_up_active_model" in namespace["post_worker_init"].__code__.co_names
+    config, _ = _gunicorn_config(monkeypatch, FASHIONSITE_WEB_WORKERS="3")
+    assert config.workers == 3 and config.max_requests > 0 and config.max_requests_jitter > 0
 
 
 def test_the_procfile_declares_the_services():
