@@ -5,8 +5,9 @@ Sized for the 2 cores of the reference machine: 1 worker process (FASHIONSITE_WE
 GIL, so while one request's Python holds it, another's model or query runs on the other core. One process
 rather than two (measured under bench/load.py, docs/RESULTS.md "Issue 10: load, session 10"): the CPU a request
 costs is the same, but a single process serves its requests from one first-come queue, whereas two processes
-each keep the keep-alive connections they accepted and serve them in parallel, which spreads every request's
-latency out (2 x 4: snapshot -> items p95 1.42 s; 2 x 2: 1.52 s; 1 x 4: 1.22 s, same machine, same hour).
+each keep the keep-alive connections they accepted and serve them in parallel, which spreads the latencies out
+(snapshot -> items p95 / p50: 2 x 4 and 2 x 2 1.54-1.56, 1 x 2 to 1 x 4 1.27-1.42; p95 1.42 s for 2 x 4 at
+1.76 cores against 1.22 s for 1 x 4 at 1.56 cores, same machine, same hour).
 It also holds one copy of the model instead of two. With several cores, raise the workers. The app is loaded in each worker after the fork (never --preload:
 TensorFlow is not fork-safe), and each worker then loads and warms the active model in the background
 (post_worker_init), so the first search does not pay for it.
