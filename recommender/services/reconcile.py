@@ -19,8 +19,9 @@ What it does, in order:
 4. pending descriptors sent long ago whose queue is empty (the message was lost with Redis, or with a worker
    killed outright) are sent again. Rows that are still on their way (their queue is not empty) are never sent
    twice: that is what kept a long re-embedding from flooding its queue with copies.
-5. the item IVFFlat index of each version in use is retrained when its ready rows have doubled since it was
-   trained (services.versions.maintain_item_index), and once more when a re-embedding completes. This needs
+5. the item IVFFlat index of each version in use is retrained when its ready rows have grown by half since it
+   was trained (services.versions.maintain_item_index; a version being re-embedded has no vector indexes
+   until it completes, when they are built on all its rows before the switch). This needs
    no broker, so it runs even while Redis is down; it runs last, because a retraining at 100k items takes a
    minute (REINDEX CONCURRENTLY: searches and writes go on meanwhile).
 """
@@ -77,7 +78,7 @@ def reconcile() -> dict:
             report["sent"] = send_unsent(lengths)
             report["resent_stale"] = resend_stale(lengths)
             report["training_sent"] = send_training_jobs(lengths)
-        report["indexes"] = maintain_indexes(report["jobs"])
+        report["indexes"] = maintain_indexes()
         return report
     finally:
         with connection.cursor() as cursor:
@@ -89,8 +90,6 @@ def advance_jobs() -> dict:
     for job_id in ReembedJob.objects.filter(state=ReembedJob.State.RUNNING).values_list("id", flat=True):
         job = finish_if_complete(job_id)
         states[f"reembed {job_id}"] = job.state
-        if job.state == ReembedJob.State.DONE:
-            states.setdefault("reembedded versions", []).append(job.model_version_id)
     for job in TrainingJob.objects.filter(state=TrainingJob.State.REEMBEDDING):
         states[f"training {job.id}"] = refresh_training_job(job).state
     for job_id, state in recover_stalled_jobs().items():  # their worker died; sent below when queued again
@@ -98,13 +97,13 @@ def advance_jobs() -> dict:
     return states
 
 
-def maintain_indexes(jobs: dict) -> list:
-    """Retrains the item index of each version in use that has outgrown it, or has just been re-embedded."""
-    just_reembedded = set(jobs.get("reembedded versions", ()))
+def maintain_indexes() -> list:
+    """Retrains the item index of each version in use that has outgrown it. (A re-embedded version's indexes
+    are built on all its rows when it completes: services.reembedding.finish_if_complete.)"""
     done = []
     for version in versions_receiving_new_images():
         try:
-            rebuilt = maintain_item_index(version, force=version.id in just_reembedded)
+            rebuilt = maintain_item_index(version)
         except Exception:  # e.g. a lock that did not come in time: the next pass tries again
             logger.exception("could not retrain the item index of %s", version)
             continue
