@@ -331,3 +331,17 @@ def test_item_index_retrained_when_its_rows_grow_by_half():
     assert RETRAIN_GROWTH == 1.5
     assert not item_index_is_stale(version, 14_999)
     assert item_index_is_stale(version, 15_000)
+
+
+def test_unfiltered_item_queries_take_the_item_index_without_forcing(scale_catalogue, db):
+    """nearest keeps the planner off plans that read every heap row and sort it for an unfiltered item query
+    (at 1,050 items such a plan cost 10x the item index read whole); its settings end with its query."""
+    version, query = scale_catalogue["version"], scale_catalogue["queries"][0]
+    with transaction.atomic():
+        search.set_index_scan(100, version, index_order=True)
+        assert index_name(version.id, "item") in search.nearest_queryset(query, "item", 110, version).explain()
+        transaction.set_rollback(True)  # as nearest does: its SET LOCALs go with the block
+    search.nearest(query, "item", k=100, version=version)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('enable_sort'), current_setting('ivfflat.probes')")
+        assert cursor.fetchone() == ("on", "1")
