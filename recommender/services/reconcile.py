@@ -24,6 +24,7 @@ What it does, in order:
    until it completes, when they are built on all its rows before the switch). This needs
    no broker, so it runs even while Redis is down; it runs last, because a retraining at 100k items takes a
    minute (REINDEX CONCURRENTLY: searches and writes go on meanwhile).
+(Between 4 and 5: tagging whose task was lost is sent again, a bounded number of times, `resend_lost_tagging`.)
 """
 import logging
 from datetime import timedelta
@@ -37,6 +38,7 @@ from fashionsite.queueing import BULK_QUEUE, INTERACTIVE_QUEUE, TRAINING_QUEUE, 
 from recommender.models import Descriptor, ReembedJob, TrainingJob
 from recommender.services.embedding import BATCH_SIZE, MAX_ATTEMPTS, interactive_rows, send_batches
 from recommender.services.reembedding import finish_if_complete, versions_receiving_new_images
+from recommender.services.tagging import BATCH_SIZE as TAGGING_BATCH, queue_tagging
 from recommender.services.training import recover_stalled_jobs, refresh_training_job
 from recommender.services.versions import maintain_item_index
 
@@ -78,6 +80,7 @@ def reconcile() -> dict:
             report["sent"] = send_unsent(lengths)
             report["resent_stale"] = resend_stale(lengths)
             report["training_sent"] = send_training_jobs(lengths)
+            report["tagging"] = resend_lost_tagging(lengths)
         report["indexes"] = maintain_indexes()
         return report
     finally:
@@ -153,6 +156,26 @@ def resend_stale(lengths: dict[str, int]) -> dict:
             if sent[queue]:
                 logger.warning("re-sent %d %s descriptors whose messages were lost", sent[queue], queue)
     return sent
+
+
+def resend_lost_tagging(lengths: dict[str, int]) -> dict:
+    """Tagging sent long ago and not finished (the task was lost with Redis, or its worker died on it) is sent
+    again while its queue is empty (a waiting task is on its way); after MAX_ATTEMPTS sends the image is
+    given up and left for `manage.py tag_categories` (logged), so an image that kills the tagger cannot loop."""
+    stale = Descriptor.objects.filter(tagging_sent_at__lt=timezone.now() - STALE_AFTER)
+    given_up = stale.filter(tagging_attempts__gte=MAX_ATTEMPTS).update(tagging_sent_at=None)
+    if given_up:
+        logger.warning("gave up tagging %d images after %d tries", given_up, MAX_ATTEMPTS)
+    sent = {}
+    for queue in (INTERACTIVE_QUEUE, BULK_QUEUE):
+        if lengths[queue] == 0:
+            rows = stale.filter(interactive_rows()) if queue == INTERACTIVE_QUEUE else stale.exclude(
+                interactive_rows())
+            rows = rows.select_related("item", "wardrobe_item", "snapshot", "model_version").order_by("id")
+            sent[queue] = queue_tagging(list(rows[:TAGGING_BATCH]))
+            if sent[queue]:
+                logger.warning("re-sent the tagging of %d images whose task was lost", sent[queue])
+    return {"given_up": given_up, **sent}
 
 
 def send_training_jobs(lengths: dict[str, int]) -> int:
