@@ -6,7 +6,7 @@ health check. It answers 503 naming what is down (e.g. Redis) while search and p
 import redis
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q
+from django.db.models import Count
 
 from recommender.models import Descriptor, Item, Look, ModelVersion, ReembedJob, Snapshot, TrainingJob
 
@@ -59,11 +59,14 @@ def _jobs() -> dict:
 
 
 def _catalogue() -> dict:
-    counts = Descriptor.objects.for_active_version().aggregate(
-        embedded=Count("id", filter=Q(status=Descriptor.Status.READY)),
-        pending=Count("id", filter=Q(status=Descriptor.Status.PENDING)),
-        failed=Count("id", filter=Q(status=Descriptor.Status.FAILED)),
-    )
+    # by the active version's id, not a join on is_active: a known id lets Postgres count from the
+    # (version, status) index alone instead of reading every descriptor row
+    version_id = ModelVersion.objects.filter(is_active=True).values_list("id", flat=True).first()
+    by_status = dict(Descriptor.objects.filter(model_version_id=version_id).order_by().values_list("status")
+                     .annotate(n=Count("status")))
+    counts = {"embedded": by_status.get(Descriptor.Status.READY, 0),
+              "pending": by_status.get(Descriptor.Status.PENDING, 0),
+              "failed": by_status.get(Descriptor.Status.FAILED, 0)}
     return {
         "looks": Look.objects.count(),
         "snapshots": Snapshot.objects.count(),
