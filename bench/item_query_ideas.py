@@ -14,6 +14,11 @@ cached feature maps (var/models/features), so every row costs seconds to minutes
   the cached feature maps of the mirrored images), alone and with the item hubness;
 * `hub`: item queries' hubness against the known items (inverted softmax, `item_hub_weight` x temperature);
 * `softmax`: the inverted softmax in place of CSLS for both directions (CSLS's shared knob; screening only).
+* `moves` (session 10): the queries moved by their kind's mean (`ScoringSettings.snapshot_centring` /
+  `item_centring`: "centre" or "translate", the gallery as stored), beside session 9's domain centring of every
+  vector (`centring`'s transform, which the platform could not fetch candidates for exactly);
+* `antihub` (session 10): the item hubness clipped below at a quantile of the known snapshots' own hubness, so
+  that photos no reference item resembles (anti-hubs) are not promoted.
 
 `--flip-all` puts every row on top of flip at test time.
 
@@ -143,6 +148,32 @@ def softmax_hubness(temperature: float):
     return hub
 
 
+def clipped_hubness(quantile: float):
+    """``softmax_hubness`` floored at ``quantile`` of the known snapshots' hubness against the known items (set
+    per fold by the returned transform, before that fold is scored)."""
+    import ml.retrieval.scoring as scoring
+
+    original = scoring.softmax_hubness
+    state = {"floor": -np.inf}
+
+    def hub(vectors, reference, temperature, chunk=4096):
+        return np.maximum(original(vectors, reference, temperature, chunk), state["floor"]).astype(np.float32)
+
+    def per_fold(vectors, known, fold, dataset=None):
+        snaps = [n for i in known for n in DATASET.looks[i].snapshots if n in vectors]
+        items = sorted({DATASET.item_name(k) for i in known for k in DATASET.looks[i].items} & set(vectors))
+        ref = normalise(np.stack([vectors[n] for n in items]))
+        h = original(np.stack([vectors[n] for n in snaps]), ref, DEFAULT_POSTPROCESSING.item_hub_temperature)
+        state["floor"] = float(np.quantile(h, quantile))
+        return vectors
+
+    per_fold.per_fold = True
+    return original, hub, per_fold
+
+
+DATASET = None
+
+
 def pooled(args, dataset, pool, candidate, settings, transform=None, gap=None) -> dict:
     total = new_pool()
     split = subset_dataset(dataset, pool)
@@ -183,7 +214,8 @@ def main() -> None:
     parser.add_argument("--flip-all", action="store_true", help="every row with flip at test time")
     parser.add_argument("--pca-dims", type=int, nargs="*", default=[])
     args = parser.parse_args()
-    dataset = LookDataset.from_folder(args.data)
+    global DATASET
+    dataset = DATASET = LookDataset.from_folder(args.data)
     pool = sorted(set(dataset.looks) - read_look_ids(args.test_looks, dataset))
     names = images_to_embed(subset_dataset(dataset, pool))
     gap = gap_vectors(dataset, names, args.cache) if "fusion" in args.ideas else None
@@ -210,6 +242,27 @@ def main() -> None:
                 print(row(f"{model}, CSLS {ck} / {cw}", pooled(args, dataset, pool, model, st)), flush=True)
                 print(row(f"{model}, domain centring + CSLS {ck} / {cw}",
                           pooled(args, dataset, pool, model, st, lambda v, k: centred(v, dataset, k))), flush=True)
+        if "moves" in args.ideas:
+            print(row(f"{model}, domain centring of every vector (session 9)", pooled(
+                args, dataset, pool, model, base, lambda v, k: centred(v, dataset, k))), flush=True)
+            for label, changes in (("snapshot queries centred", dict(snapshot_centring="centre")),
+                                   ("snapshot queries translated", dict(snapshot_centring="translate")),
+                                   ("item queries centred", dict(item_centring="centre")),
+                                   ("item queries translated", dict(item_centring="translate")),
+                                   ("both centred", dict(snapshot_centring="centre", item_centring="centre"))):
+                print(row(f"{model}, {label}", pooled(args, dataset, pool, model, replace(base, **changes))),
+                      flush=True)
+        if "antihub" in args.ideas:
+            import ml.retrieval.scoring as scoring
+
+            for quantile in (0.25, 0.5):
+                original, hub, per_fold = clipped_hubness(quantile)
+                scoring.softmax_hubness = hub
+                try:
+                    print(row(f"{model}, item hubness floored at the known snapshots' {quantile} quantile",
+                              pooled(args, dataset, pool, model, base, per_fold)), flush=True)
+                finally:
+                    scoring.softmax_hubness = original
         if "flip" in args.ideas:
             def flip(v, k, fold, model=model):
                 return with_flip(v, flip_vectors(args, dataset, names, fold, model))
