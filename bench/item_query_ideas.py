@@ -17,6 +17,9 @@ cached feature maps (var/models/features), so every row costs seconds to minutes
 * `moves` (session 10): the queries moved by their kind's mean (`ScoringSettings.snapshot_centring` /
   `item_centring`: "centre" or "translate", the gallery as stored), beside session 9's domain centring of every
   vector (`centring`'s transform, which the platform could not fetch candidates for exactly);
+* `regions` (session 10): region descriptors for the test looks' snapshots (the fold's head on bands of rows of the
+  9 x 9 cached feature map: halves 0-4 / 4-8, or thirds 0-3 / 2-6 / 5-8; each region one more photo of its look), judged on item -> looks only
+  (a look at the rank of its best photo or region; the snapshot -> items columns of these rows are not meaningful);
 * `antihub` (session 10): the item hubness clipped below at a quantile of the known snapshots' own hubness, so
   that photos no reference item resembles (anti-hubs) are not promoted.
 
@@ -173,6 +176,47 @@ def clipped_hubness(quantile: float):
 
 DATASET = None
 
+REGION_SETS = {"halves": {"top": slice(0, 5), "bottom": slice(4, 9)},
+               "thirds": {"top": slice(0, 4), "middle": slice(2, 7), "bottom": slice(5, 9)}}
+
+
+def region_rows(args, dataset, pool, candidate, settings, regions: dict) -> dict:
+    """item -> looks with region descriptors as extra photos of the held-out looks (module docstring)."""
+    from ml.evaluation.dataset import Look, LookDataset
+    from ml.training.feature_cache import FeatureCache
+
+    total = new_pool()
+    split = subset_dataset(dataset, pool)
+    config, seeds = candidate.split(":")
+    done = [f for f in range(FOLDS) if all((run_dir(args.out, f, config, int(s)) / "vectors.pkl").exists()
+                                           for s in seeds.split(","))]
+    for fold in done:
+        known, held = fold_split(pool, fold)
+        vectors = fold_vectors(args, fold, candidate)
+        zero = np.zeros(len(next(iter(vectors.values()))), np.float32)
+        vectors = {n: vectors.get(n, zero) for n in images_to_embed(split)}
+        snaps = [n for i in held for n in split.looks[i].snapshots if n in vectors]
+        maps, _ = FeatureCache(args.cache, "lite2").features([dataset.root / n for n in snaps], progress=False)
+        by_name = {Path(p).name: m for (p, _), m in maps.items()}
+        order = [n for n in snaps if n in by_name]
+        x = np.stack([by_name[n] for n in order]).astype(np.float32)
+        looks = {i: Look(i, list(l.snapshots), list(l.items)) for i, l in split.looks.items()}
+        for region, rows in regions.items():
+            crop = x[:, rows]
+            parts = []
+            for seed in seeds.split(","):
+                head = fold_head(run_dir(args.out, fold, config, int(seed)), crop.shape[1:])
+                parts.append(np.concatenate([np.asarray(head(crop[i:i + 128])) for i in range(0, len(crop), 128)]))
+            for name, v in zip(order, normalise(np.concatenate(parts, axis=1))):
+                vectors[f"{name}#{region}"] = v
+        for i in held:
+            looks[i].snapshots += [f"{n}#{r}" for n in list(split.looks[i].snapshots) if n in by_name for r in regions]
+        regional = LookDataset(root=split.root, looks=looks, items={k: list(v) for k, v in split.items.items()})
+        add_to_pool(total, evaluate_vectors(regional, vectors, held, known, settings))
+    total = pool_means(total)
+    total["folds"] = done
+    return total
+
 
 def pooled(args, dataset, pool, candidate, settings, transform=None, gap=None) -> dict:
     total = new_pool()
@@ -252,6 +296,10 @@ def main() -> None:
                                    ("both centred", dict(snapshot_centring="centre", item_centring="centre"))):
                 print(row(f"{model}, {label}", pooled(args, dataset, pool, model, replace(base, **changes))),
                       flush=True)
+        if "regions" in args.ideas:
+            for label, regions in REGION_SETS.items():
+                print(row(f"{model}, region descriptors ({label} of the map's rows) as extra photos of each test look",
+                          region_rows(args, dataset, pool, model, base, regions)), flush=True)
         if "antihub" in args.ideas:
             import ml.retrieval.scoring as scoring
 
