@@ -289,7 +289,9 @@ def main() -> None:
         if "moves" in args.ideas:
             print(row(f"{model}, domain centring of every vector (session 9)", pooled(
                 args, dataset, pool, model, base, lambda v, k: centred(v, dataset, k))), flush=True)
-            for label, changes in (("snapshot queries centred", dict(snapshot_centring="centre")),
+            for label, changes in (("no query moved (session 9's default)", dict(snapshot_centring="off",
+                                                                                   item_centring="off")),
+                                   ("snapshot queries centred", dict(snapshot_centring="centre")),
                                    ("snapshot queries translated", dict(snapshot_centring="translate")),
                                    ("item queries centred", dict(item_centring="centre")),
                                    ("item queries translated", dict(item_centring="translate")),
