@@ -15,6 +15,9 @@ live queries, so what is measured is what is served.
 
 Steps, each optional (see :class:`ScoringSettings`):
 
+0. **query centring** (``snapshot_centring`` / ``item_centring``): the query moved by its kind's mean
+   (:func:`centred_queries`, the model's :class:`DomainMeans`); only the query moves, so a nearest-neighbour
+   fetch with the moved query finds exactly the best direct scores.
 1. **DBA** on the gallery (``dba_k`` neighbours within the gallery).
 2. **query expansion**: AQE (``qe_alpha == 0``) or alpha-QE over the gallery
    (``qe_k`` neighbours).
