@@ -4,6 +4,7 @@ batched forward pass, measured in the same run, and where the time goes.
     .venv/bin/python bench/embedding_throughput.py [--model DIR] [--limit N]
     nice -n 19 .venv/bin/python bench/embedding_throughput.py --prepare   # import the catalogue once, niced
     .venv/bin/python bench/embedding_throughput.py --reuse [--model DIR]  # then time only the embedding
+    .venv/bin/python bench/embedding_throughput.py --reuse --reembed [--model DIR]  # as a re-embedding
 
 Runs on its own data directory (var/bench) and Redis port, so it never touches the platform's data. For the
 model (the untrained Lite0 by default, or a trained model directory with --model):
@@ -14,6 +15,10 @@ model (the untrained Lite0 by default, or a trained model directory with --model
    real Celery worker (as `make run` does) and times it until every descriptor is stored: the steady-state
    rate (first batch stored -> last), its ratio to the limit, and the worker's peak resident memory (main
    process plus its pool children, sampled every 0.2 s).
+With --reembed the images are embedded as `update_db` re-embeds them: the measured version is not active (a
+placeholder version with no descriptors is), so its rows are written without vector indexes, which are built
+on all of them when the job completes, before the switch; the bench then also times the job from the worker's
+start until the version is active (the index build included).
 On a machine shared with other jobs wall-clock rates swing from one minute to the next, so the script also
 prints CPU time per image (all threads) of the forward pass and of the worker: their ratio is what the
 pipeline would reach on a machine of its own (the database server's share of the writes not counted).
@@ -136,6 +141,8 @@ def main() -> None:
                         help="import the sample catalogue into var/bench and stop (run it under nice -n 19)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the catalogue imported before (--prepare): only the descriptors are made anew")
+    parser.add_argument("--reembed", action="store_true",
+                        help="embed as a re-embedding (the version not active, its indexes built at the end)")
     args = parser.parse_args()
 
     services = launcher.Services()
@@ -154,8 +161,8 @@ def main() -> None:
         from recommender.models import Descriptor, Item, Look, ModelVersion, ReembedJob
         from recommender.services.catalogue import entries_from_folder, import_entries
         from recommender.services.embedding import queue_embedding
-        from recommender.services.reembedding import describe_missing_images
-        from recommender.services.versions import DEFAULT_VERSION, activate, register_version
+        from recommender.services.reembedding import describe_missing_images, start_reembedding
+        from recommender.services.versions import DEFAULT_VERSION, activate, missing_vector_indexes, register_version
 
         app.control.purge()
         ReembedJob.objects.all().delete()
@@ -172,9 +179,21 @@ def main() -> None:
                                        load_embedder(str(model_dir), settings.MODEL_CACHE_DIR).dim)
         else:
             version = register_version(**DEFAULT_VERSION)
-        activate(version)
-        ModelVersion.objects.exclude(pk=version.pk).delete()  # only the measured version receives the images
-        if reuse:
+        keep = [version.pk]
+        if args.reembed:  # an active version without descriptors; the measured one is re-embedded
+            placeholder = register_version("bench-placeholder", DEFAULT_VERSION["spec"], DEFAULT_VERSION["dim"])
+            activate(placeholder)
+            keep.append(placeholder.pk)
+        else:
+            activate(version)
+        ModelVersion.objects.exclude(pk__in=keep).delete()  # only the measured version receives the images
+        job = None
+        if reuse and args.reembed:
+            job = start_reembedding(version)  # pending rows for every image; the version's indexes dropped
+            queue_embedding(Descriptor.objects.filter(model_version=version).values_list("id", flat=True))
+            print(f"re-embedding the catalogue imported before ({Item.objects.count()} items); vector indexes "
+                  f"of {version.name} now: {3 - len(missing_vector_indexes(version.id))}", flush=True)
+        elif reuse:
             # the imported catalogue, a pending descriptor per image, sent as an import sends them
             describe_missing_images(version)
             queue_embedding(Descriptor.objects.filter(model_version=version).values_list("id", flat=True))
@@ -216,6 +235,13 @@ def main() -> None:
             if time.monotonic() - started > 1800:
                 raise SystemExit(f"timed out with {ready}/{total} descriptors done")
         finished = time.monotonic()
+        if job is not None:  # the worker builds the indexes and switches the version after its last batch
+            while ReembedJob.objects.get(pk=job.pk).state == ReembedJob.State.RUNNING:
+                time.sleep(0.2)
+                if time.monotonic() - started > 1800:
+                    raise SystemExit("the re-embedding job did not finish")
+            active_at = time.monotonic()
+            job.refresh_from_db()
         pipeline_cpu = (cpu_last - cpu_at_first) / (total - first_ready_at[1]) * 1000
         server_cpu = (pg_last - pg_at_first) / (total - first_ready_at[1]) * 1000
         services.stop_service("worker")
@@ -238,6 +264,12 @@ def main() -> None:
               f"-> {total / (finished - started):.1f} images/s")
         print(f"pipeline steady state (first batch stored -> last): {steady:.1f} images/s "
               f"= {100 * steady / limit:.0f} % of the forward pass")
+        if job is not None:
+            print(f"re-embedding job {job.state}; from the last row stored to the version active (its vector indexes "
+                  f"built on every row meanwhile: {3 - len(missing_vector_indexes(version.id))} of 3): "
+                  f"{active_at - finished:.1f} s; steady state + that: "
+                  f"{(total - first_ready_at[1]) / (active_at - first_ready_at[0]):.1f} images/s = "
+                  f"{100 * (total - first_ready_at[1]) / (active_at - first_ready_at[0]) / limit:.0f} % of the forward pass")
         print(f"CPU per image (user + system, all threads): forward pass {forward_cpu:.1f} ms (before {cpu_before:.1f}, "
               f"after {cpu_after:.1f}); the worker (main + pool, steady state) {pipeline_cpu:.1f} ms "
               f"-> forward / pipeline = {100 * forward_cpu / pipeline_cpu:.0f} %")

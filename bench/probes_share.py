@@ -2,7 +2,8 @@
 
     flock /work/notes/measure.lock .venv/bin/python bench/probes_share.py 0.1 0.2 0.3
 
-Queries: 20 of the sample's snapshot descriptors (snapshots are not in the item index); reference: exact
+Starts the data directory's Postgres if it is not running (and stops it at the end). Queries: 20 of the
+sample's snapshot descriptors (snapshots are not in the item index); reference: exact
 cosine search by numpy over every ready item descriptor of the active version (read once, ~600 MB at 100k).
 """
 import os
@@ -14,6 +15,21 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("FASHIONSITE_DATA_DIR", str(ROOT / "var" / "bench-scale"))
 os.environ["DJANGO_SETTINGS_MODULE"] = "fashionsite.settings"
 sys.path.insert(0, str(ROOT))
+from fashionsite import launcher  # noqa: E402
+
+services = launcher.Services()
+launcher.ensure_postgres(services)  # the catalogue's own server, at this process's priority (stopped at exit)
+import atexit  # noqa: E402
+
+
+@atexit.register
+def stop() -> None:
+    from django.db import connections
+
+    connections.close_all()
+    services.stop()
+
+
 import django  # noqa: E402
 
 django.setup()

@@ -175,6 +175,12 @@ class Descriptor(models.Model):
     # (bounded: an image that kills its worker, or fails, again and again is given up as failed).
     queued_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Tagging after embedding (recommender.services.tagging): when a tagging task for this image was sent and
+    # has not finished (None: none outstanding), and how many were sent. A task lost with Redis or with a worker
+    # that died on it is sent again by the reconciler, a bounded number of times, so no upload stays untagged
+    # for good and no image that kills the tagger loops.
+    tagging_sent_at = models.DateTimeField(null=True, blank=True)
+    tagging_attempts = models.PositiveSmallIntegerField(default=0)
 
     objects = DescriptorQuerySet.as_manager()
 
@@ -199,6 +205,11 @@ class Descriptor(models.Model):
             models.Index(
                 fields=["model_version", "queued_at"], name="descriptor_unfinished",
                 condition=~Q(status="ready"),
+            ),
+            # the reconciler's scan of outstanding tagging: empty whenever tagging keeps up
+            models.Index(
+                fields=["tagging_sent_at"], name="descriptor_tagging_outstanding",
+                condition=Q(tagging_sent_at__isnull=False),
             ),
         ]
 

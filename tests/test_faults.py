@@ -373,3 +373,48 @@ def test_a_training_try_is_claimed_once_and_keeps_a_heartbeat(transactional_db, 
     with training.heartbeat(job.pk):
         wait_until(lambda: TrainingJob.objects.get(pk=job.pk).heartbeat > started, timeout=10,
                    message="the heartbeat is refreshed while the try runs")
+
+
+def test_lost_tagging_is_sent_again_by_the_reconciler_then_given_up(
+    sample_dir, tmp_path, transactional_db, active_version, celery_worker_process
+):
+    """An image's tagging stays outstanding on its descriptor until the task has run. A task that was lost (its
+    message gone with Redis, or its worker killed on it) is sent again by the reconciler once its queue is
+    empty, and the image ends tagged; after MAX_ATTEMPTS sends it is given up instead of looping."""
+    from django.conf import settings
+
+    from recommender.models import Item
+    from recommender.services.catalogue import entries_from_folder, import_entries
+    from recommender.services.reconcile import STALE_AFTER, reconcile
+
+    folder = copy_looks(sample_dir, (0,), tmp_path / "looks")
+    import_entries(entries_from_folder(folder))
+    wait_until(lambda: not Descriptor.objects.exclude(status="ready").exists()
+               and not Descriptor.objects.filter(tagging_sent_at__isnull=False).exists()
+               and not Item.objects.filter(category__isnull=True).exists(),
+               timeout=180, message="the look is embedded and its items tagged, nothing outstanding")
+    row = Descriptor.objects.filter(item__isnull=False).first()
+    assert row.tagging_attempts == 1, "the receiver queued its tagging once"
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    lost = {"tagging_sent_at": timezone.now() - STALE_AFTER * 2}
+    with _paused_consumers("celery"):
+        Item.objects.filter(pk=row.item_id).update(category=None, category_source="", category_confidence=None)
+        Descriptor.objects.filter(pk=row.pk).update(**lost)  # sent long ago, and its message is gone
+        reconcile()
+        assert client.llen("celery") == 1, "the lost tagging is sent again"
+        reconcile()
+        assert client.llen("celery") == 1, "a tagging on its way is not sent twice"
+        row.refresh_from_db()
+        assert row.tagging_attempts == 2 and row.tagging_sent_at is not None
+    wait_until(lambda: Item.objects.get(pk=row.item_id).category_id is not None
+               and Descriptor.objects.get(pk=row.pk).tagging_sent_at is None,
+               timeout=120, message="the worker tags the image and its tagging is done")
+
+    with _paused_consumers("celery"):
+        Item.objects.filter(pk=row.item_id).update(category=None, category_source="", category_confidence=None)
+        Descriptor.objects.filter(pk=row.pk).update(tagging_attempts=MAX_ATTEMPTS, **lost)
+        reconcile()
+        assert client.llen("celery") == 0, "an image tried MAX_ATTEMPTS times is not sent again"
+        assert Descriptor.objects.get(pk=row.pk).tagging_sent_at is None
+        assert Item.objects.get(pk=row.item_id).category_id is None

@@ -31,6 +31,9 @@ def test_version_switches_only_after_every_descriptor_exists(embedded_looks, act
 
     job = start_reembedding(lite2)
     assert job.total == images()
+    # written without vector indexes (no index inserts), while the active version keeps its own
+    assert versions.missing_vector_indexes(lite2.id) == list(versions.IMAGE_COLUMNS)
+    assert versions.missing_vector_indexes(active_version.id) == []
     # The worker has barely started (it still has to load Lite2): the job cannot be complete.
     job = finish_if_complete(job.id)
     assert job.state == ReembedJob.State.RUNNING and job.done < job.total
@@ -43,6 +46,11 @@ def test_version_switches_only_after_every_descriptor_exists(embedded_looks, act
     assert versions.active_version() == lite2
     ready = Descriptor.objects.filter(model_version=lite2, status=Descriptor.Status.READY)
     assert ready.count() == images()
+    # its indexes were built on every row before the switch, the item index trained on all the items
+    assert versions.missing_vector_indexes(lite2.id) == []
+    lite2.refresh_from_db()
+    assert (lite2.item_index_rows, lite2.item_index_lists) == (Item.objects.count(),
+                                                               versions.ivfflat_lists(Item.objects.count()))
     # the old version's descriptors are kept, so switching back needs no work
     assert Descriptor.objects.filter(model_version=active_version, status=Descriptor.Status.READY).count() == images()
 

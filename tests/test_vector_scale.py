@@ -23,7 +23,8 @@ from recommender.services import search
 from recommender.services.embedding import MAX_ATTEMPTS
 from recommender.services.reconcile import reconcile
 from recommender.services.versions import (
-    IMAGE_COLUMNS, activate, index_name, ivfflat_lists, item_index_is_stale, maintain_item_index, register_version,
+    IMAGE_COLUMNS, RETRAIN_GROWTH, activate, index_name, ivfflat_lists, item_index_is_stale, maintain_item_index,
+    register_version,
 )
 
 DIM = 1536  # the trained model's size: in fewer dimensions, noise alone links some copies to each other
@@ -272,10 +273,75 @@ def test_exact_fallback_when_the_index_comes_back_short(catalogue, monkeypatch):
     """Without an iterative scan (or when one stops at its maximum) a selective filter leaves the index scan
     short of k rows; nearest must then answer with the exact k nearest matches."""
     monkeypatch.setattr(search, "ITERATIVE_SCAN", "off")
-    monkeypatch.setattr(search, "probes_for", lambda k, version: 1)
+    monkeypatch.setattr(search, "probes_for", lambda k, version, near_duplicate=False: 1)
     query, version = catalogue["queries"][1], catalogue["version"]
     search.set_index_scan(6, version)
     queryset = search.nearest_queryset(query, "item", 6, version, item__category__name="scale-rare")
     assert index_name(version.id, "item") in queryset.explain()
     assert len(list(queryset)) < 6  # the index alone: one list, then the filter
     check(dict(catalogue, queries=[query]), "item", 6, min_recall=1.0, category="scale-rare")
+
+
+def test_binary_query_vectors_rank_as_the_text_form(catalogue):
+    """nearest sends its query vector as a binary parameter (binary_cursor); the same SQL with pgvector's text
+    form on Django's cursor returns the same rows, in the same order, at the same distances."""
+    version = catalogue["version"]
+    for query in catalogue["queries"][:4]:
+        for k, filters in ((6, {}), (110, {}), (18, {"item__category__name": "scale-rare"})):
+            with transaction.atomic():
+                search.set_index_scan(k, version)
+                text = list(search.nearest_queryset(query, "item", k, version, with_vectors=True, **filters))
+                binary = search._fetch(search.nearest_queryset(query, "item", k, version, with_vectors=True,
+                                                               binary=True, **filters))
+            assert [row[0] for row in binary] == [row[0] for row in text] and len(text) == k
+            np.testing.assert_allclose([row[1] for row in binary], [row[1] for row in text], atol=1e-7)
+            assert [bytes(row[2]) for row in binary] == [bytes(row[2]) for row in text]
+
+
+def test_item_index_is_halfvec_and_distances_are_exact(catalogue):
+    """The item index ranks by halfvec distance; nearest re-scores with the full-precision column."""
+    version = catalogue["version"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_indexdef(to_regclass(%s))", [index_name(version.id, "item")])
+        assert "halfvec_cosine_ops" in cursor.fetchone()[0]
+    ids, vectors, _, _ = catalogue["item"]
+    row_of = {int(i): row for row, i in enumerate(ids)}
+    query = catalogue["queries"][2]
+    for match in search.nearest(query, "item", k=100, version=version):
+        assert abs(match.distance - (1.0 - float(vectors[row_of[match.id]] @ query))) < 1e-6
+
+
+def test_near_duplicate_queries_read_few_lists_and_find_their_item(catalogue):
+    """recognise_item's query (is the nearest item a near-duplicate, cosine >= 0.98?) reads
+    NEAR_DUPLICATE_PROBES lists, not a k = 100 budget, and still finds the near-duplicate."""
+    version = catalogue["version"]
+    assert search.probes_for(1, version, near_duplicate=True) == search.NEAR_DUPLICATE_PROBES
+    assert search.probes_for(1, version) > 2 * search.NEAR_DUPLICATE_PROBES
+    ids, vectors, ready, _ = catalogue["item"]
+    rng = np.random.default_rng(4)
+    for row in rng.choice(np.flatnonzero(ready), 30, replace=False):
+        query = noisy(rng, vectors[row][None], 0.15)[0]
+        assert float(query @ vectors[row]) >= 0.98
+        [match] = search.nearest(query, "item", k=1, version=version, near_duplicate=True)
+        assert match.id == exact(catalogue, "item", query, 1)[0][0] == ids[row]
+
+
+def test_item_index_retrained_when_its_rows_grow_by_half():
+    version = ModelVersion(item_index_rows=10_000)
+    assert RETRAIN_GROWTH == 1.5
+    assert not item_index_is_stale(version, 14_999)
+    assert item_index_is_stale(version, 15_000)
+
+
+def test_unfiltered_item_queries_take_the_item_index_without_forcing(scale_catalogue, db):
+    """nearest keeps the planner off plans that read every heap row and sort it for an unfiltered item query
+    (at 1,050 items such a plan cost 10x the item index read whole); its settings end with its query."""
+    version, query = scale_catalogue["version"], scale_catalogue["queries"][0]
+    with transaction.atomic():
+        search.set_index_scan(100, version, index_order=True)
+        assert index_name(version.id, "item") in search.nearest_queryset(query, "item", 110, version).explain()
+        transaction.set_rollback(True)  # as nearest does: its SET LOCALs go with the block
+    search.nearest(query, "item", k=100, version=version)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('enable_sort'), current_setting('ivfflat.probes')")
+        assert cursor.fetchone() == ("on", "1")

@@ -22,6 +22,7 @@ from django.utils import timezone
 from fashionsite.queueing import BULK_QUEUE, send_now
 from recommender.embedders import get_embedder
 from recommender.models import Descriptor, ModelVersion
+from recommender.services.binary_cursor import binary_cursor
 from recommender.signals import descriptors_ready
 
 logger = logging.getLogger(__name__)
@@ -159,8 +160,6 @@ def _embed_group(group: list[Descriptor]) -> dict:
     return outcome
 
 
-_vector_type = None
-
 
 class DescriptorWriter:
     """Stores ready descriptors (`store_vectors`) in a thread of its own, with its own database connection, while
@@ -210,25 +209,14 @@ def store_vectors(descriptors: list[Descriptor], now) -> None:
     parameter into the SQL text), which would turn each vector into 1,280 printed floats whatever the
     placeholder; Django's bulk_update does the same inside a CASE expression. Both cost more CPU per image than
     decoding it (bench/embedding_throughput.py)."""
-    global _vector_type
     if not descriptors:
         return
-    import psycopg
-    from pgvector.psycopg.vector import register_vector_info
-    from psycopg.types import TypeInfo
-
-    with transaction.atomic():
-        connection.ensure_connection()
-        raw = connection.connection
-        if _vector_type is None:
-            _vector_type = TypeInfo.fetch(raw, "vector")
-        with psycopg.Cursor(raw) as cursor:
-            register_vector_info(cursor, _vector_type)  # on this cursor only: nothing else in the process changes
-            cursor.executemany(
-                f"UPDATE {Descriptor._meta.db_table} SET embedding = %b, status = %s, error = '', updated = %s "
-                "WHERE id = %s",
-                [(np.asarray(d.embedding, np.float32), Descriptor.Status.READY.value, now, d.id) for d in descriptors],
-            )
+    with transaction.atomic(), binary_cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {Descriptor._meta.db_table} SET embedding = %b, status = %s, error = '', updated = %s "
+            "WHERE id = %s",
+            [(np.asarray(d.embedding, np.float32), Descriptor.Status.READY.value, now, d.id) for d in descriptors],
+        )
 
 
 def mark_failed(descriptor_ids, error: str) -> None:

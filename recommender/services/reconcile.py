@@ -19,10 +19,12 @@ What it does, in order:
 4. pending descriptors sent long ago whose queue is empty (the message was lost with Redis, or with a worker
    killed outright) are sent again. Rows that are still on their way (their queue is not empty) are never sent
    twice: that is what kept a long re-embedding from flooding its queue with copies.
-5. the item IVFFlat index of each version in use is retrained when its ready rows have doubled since it was
-   trained (services.versions.maintain_item_index), and once more when a re-embedding completes. This needs
+5. the item IVFFlat index of each version in use is retrained when its ready rows have grown by half since it
+   was trained (services.versions.maintain_item_index; a version being re-embedded has no vector indexes
+   until it completes, when they are built on all its rows before the switch). This needs
    no broker, so it runs even while Redis is down; it runs last, because a retraining at 100k items takes a
    minute (REINDEX CONCURRENTLY: searches and writes go on meanwhile).
+(Between 4 and 5: tagging whose task was lost is sent again, a bounded number of times, `resend_lost_tagging`.)
 """
 import logging
 from datetime import timedelta
@@ -36,6 +38,7 @@ from fashionsite.queueing import BULK_QUEUE, INTERACTIVE_QUEUE, TRAINING_QUEUE, 
 from recommender.models import Descriptor, ReembedJob, TrainingJob
 from recommender.services.embedding import BATCH_SIZE, MAX_ATTEMPTS, interactive_rows, send_batches
 from recommender.services.reembedding import finish_if_complete, versions_receiving_new_images
+from recommender.services.tagging import BATCH_SIZE as TAGGING_BATCH, queue_tagging
 from recommender.services.training import recover_stalled_jobs, refresh_training_job
 from recommender.services.versions import maintain_item_index
 
@@ -77,7 +80,8 @@ def reconcile() -> dict:
             report["sent"] = send_unsent(lengths)
             report["resent_stale"] = resend_stale(lengths)
             report["training_sent"] = send_training_jobs(lengths)
-        report["indexes"] = maintain_indexes(report["jobs"])
+            report["tagging"] = resend_lost_tagging(lengths)
+        report["indexes"] = maintain_indexes()
         return report
     finally:
         with connection.cursor() as cursor:
@@ -89,8 +93,6 @@ def advance_jobs() -> dict:
     for job_id in ReembedJob.objects.filter(state=ReembedJob.State.RUNNING).values_list("id", flat=True):
         job = finish_if_complete(job_id)
         states[f"reembed {job_id}"] = job.state
-        if job.state == ReembedJob.State.DONE:
-            states.setdefault("reembedded versions", []).append(job.model_version_id)
     for job in TrainingJob.objects.filter(state=TrainingJob.State.REEMBEDDING):
         states[f"training {job.id}"] = refresh_training_job(job).state
     for job_id, state in recover_stalled_jobs().items():  # their worker died; sent below when queued again
@@ -98,13 +100,13 @@ def advance_jobs() -> dict:
     return states
 
 
-def maintain_indexes(jobs: dict) -> list:
-    """Retrains the item index of each version in use that has outgrown it, or has just been re-embedded."""
-    just_reembedded = set(jobs.get("reembedded versions", ()))
+def maintain_indexes() -> list:
+    """Retrains the item index of each version in use that has outgrown it. (A re-embedded version's indexes
+    are built on all its rows when it completes: services.reembedding.finish_if_complete.)"""
     done = []
     for version in versions_receiving_new_images():
         try:
-            rebuilt = maintain_item_index(version, force=version.id in just_reembedded)
+            rebuilt = maintain_item_index(version)
         except Exception:  # e.g. a lock that did not come in time: the next pass tries again
             logger.exception("could not retrain the item index of %s", version)
             continue
@@ -154,6 +156,26 @@ def resend_stale(lengths: dict[str, int]) -> dict:
             if sent[queue]:
                 logger.warning("re-sent %d %s descriptors whose messages were lost", sent[queue], queue)
     return sent
+
+
+def resend_lost_tagging(lengths: dict[str, int]) -> dict:
+    """Tagging sent long ago and not finished (the task was lost with Redis, or its worker died on it) is sent
+    again while its queue is empty (a waiting task is on its way); after MAX_ATTEMPTS sends the image is
+    given up and left for `manage.py tag_categories` (logged), so an image that kills the tagger cannot loop."""
+    stale = Descriptor.objects.filter(tagging_sent_at__lt=timezone.now() - STALE_AFTER)
+    given_up = stale.filter(tagging_attempts__gte=MAX_ATTEMPTS).update(tagging_sent_at=None)
+    if given_up:
+        logger.warning("gave up tagging %d images after %d tries", given_up, MAX_ATTEMPTS)
+    sent = {}
+    for queue in (INTERACTIVE_QUEUE, BULK_QUEUE):
+        if lengths[queue] == 0:
+            rows = stale.filter(interactive_rows()) if queue == INTERACTIVE_QUEUE else stale.exclude(
+                interactive_rows())
+            rows = rows.select_related("item", "wardrobe_item", "snapshot", "model_version").order_by("id")
+            sent[queue] = queue_tagging(list(rows[:TAGGING_BATCH]))
+            if sent[queue]:
+                logger.warning("re-sent the tagging of %d images whose task was lost", sent[queue])
+    return {"given_up": given_up, **sent}
 
 
 def send_training_jobs(lengths: dict[str, int]) -> int:

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from fashionsite.queueing import enqueue
 from recommender.models import Descriptor, Item, ModelVersion, ReembedJob, Snapshot
-from recommender.services.versions import activate
+from recommender.services.versions import activate, drop_vector_indexes, ensure_vector_indexes
 from wardrobe.models import WardrobeItem
 
 IMAGE_MODELS = {"snapshot": Snapshot, "item": Item, "wardrobe_item": WardrobeItem}
@@ -76,6 +76,11 @@ def start_reembedding(version: ModelVersion) -> ReembedJob:
         if running is None:  # it finished meanwhile: try once more
             return start_reembedding(version)
         raise ReembeddingInProgress(running)
+    version.refresh_from_db(fields=["is_active"])
+    if not version.is_active:
+        # written without index inserts (a third of the pipeline's CPU besides the model), indexed once when
+        # complete (finish_if_complete); the active version keeps its indexes and serves meanwhile
+        drop_vector_indexes(version)
     return job
 
 
@@ -100,11 +105,24 @@ def finish_jobs_of(version_ids) -> None:
             finish_if_complete(job.id)
 
 
-@transaction.atomic
 def finish_if_complete(job_id: int) -> ReembedJob:
     """Switches the active version when every image is embedded, fails the job when nothing is left to try.
+    Before the switch, the version's vector indexes are built on its rows (outside a transaction:
+    CONCURRENTLY, so searches and writes go on; the switch then finds them).
 
     Idempotent; returns the job (still RUNNING when work remains)."""
+    job = ReembedJob.objects.select_related("model_version").get(pk=job_id)
+    if job.state == ReembedJob.State.RUNNING:
+        version = job.model_version
+        unfinished = Descriptor.objects.filter(model_version=version).exclude(status=Descriptor.Status.READY)
+        if not unfinished.exists() and Descriptor.objects.filter(model_version=version).count() >= sum(
+                model.objects.count() for model in IMAGE_MODELS.values()):
+            ensure_vector_indexes(version)
+    return _finish_if_complete(job_id)
+
+
+@transaction.atomic
+def _finish_if_complete(job_id: int) -> ReembedJob:
     job = ReembedJob.objects.select_for_update().get(pk=job_id)
     if job.state != ReembedJob.State.RUNNING:
         return job

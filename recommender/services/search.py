@@ -17,10 +17,11 @@ import numpy as np
 from django.db import connection, transaction
 from django.db.models import BinaryField, Case, Count, F, Func, OuterRef, Subquery, Value, When
 from django.db.models.functions import Cast
-from pgvector.django import CosineDistance, VectorField
+from pgvector.django import CosineDistance, HalfVectorField, VectorField
 
 from recommender.models import Descriptor, Item, Look, LookItem, ModelVersion, Snapshot
-from recommender.services.versions import IVFFLAT_KINDS, active_version
+from recommender.services.binary_cursor import VectorParameter, binary_cursor
+from recommender.services.versions import IVFFLAT_KINDS, active_version, index_type
 
 # hnsw.ef_search per query: the size of the scan's candidate list. EF_SEARCH_PER_K x k, at least EF_SEARCH_MIN
 # and at most pgvector's maximum; chosen by measurement (bench/catalogue_scale.py, docs/RESULTS.md issue 9):
@@ -34,21 +35,31 @@ ITERATIVE_SCAN = "relaxed_order"
 MAX_SCAN_TUPLES = 40000
 # ivfflat.probes per query: the lists of the item index a scan reads. PROBES_SHARE of them, and at least
 # enough lists to hold PROBES_MIN_ROWS rows and PROBES_PER_K x k rows (a small catalogue is read whole: exact).
-# Measured (docs/RESULTS.md "Issue 9: recall at 100k"): at 100k items of the issue's recipe, 10 % of the lists
-# gave recall@6/100/500 0.925/0.926/0.941 through `nearest` for 20 mirrored snapshots (0.98/0.97/0.98 for 20
-# sample snapshots, worst query 0.61); 20 % gave 1.000/0.999/0.998 (worst 0.99) in 83-108 ms a query.
-PROBES_SHARE = 0.20
+# Measured (docs/RESULTS.md "Issue 9: recall at 100k" and "Issue 9: session 10"): at 100k items of the issue's
+# recipe, on a 225-list index trained on 51k rows (the former doubling rule), 10 % of the lists gave
+# recall@6/100/500 0.925/0.926/0.941 for 20 mirrored snapshots, 20 % 0.992/0.995/0.984. On the halfvec index
+# with the +50 % retraining rule (316 lists at 100k), 10 % gave 0.992/0.991/0.986 for 20 sample snapshots,
+# 15 % 0.992/0.994/0.989, 20 % 1.000/1.000/0.999; 15 % keeps a margin for an index up to 1.5x stale.
+PROBES_SHARE = 0.15
 PROBES_MIN_ROWS = 4000
 PROBES_PER_K = 3
 # A filtered query's iterative IVFFlat scan probes more lists until k rows pass, up to this many times probes.
 MAX_PROBES_FACTOR = 8
+# A query that only asks whether its nearest item is a near-duplicate (recognise_item: cosine >= 0.98) reads
+# this many lists: a near-duplicate lies in (or next to) the query's nearest list, so it needs no k = 100
+# budget (RESULTS, "Issue 9: session 10": found in every test at 100k items).
+NEAR_DUPLICATE_PROBES = 4
+# The item index stores halfvec: it ranks by a rounded distance, and `nearest` re-scores its rows with the
+# full-precision column. It asks the index for this many rows beyond k, so that rows whose order the rounding
+# changed at the k-th place are still among those re-scored.
+HALFVEC_MARGIN = 0.1
 
 
 def ef_search_for(k: int) -> int:
     return int(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, EF_SEARCH_PER_K * k)))
 
 
-def probes_for(k: int, version: ModelVersion) -> int:
+def probes_for(k: int, version: ModelVersion, near_duplicate: bool = False) -> int:
     """ivfflat.probes for k rows from the version's item index; every list while it is untrained (its centres
     are random until the reconciler trains it on the version's first rows)."""
     from recommender.services.versions import RETRAIN_MIN_ROWS
@@ -56,6 +67,8 @@ def probes_for(k: int, version: ModelVersion) -> int:
     lists, rows = version.item_index_lists, version.item_index_rows
     if rows < RETRAIN_MIN_ROWS:
         return lists
+    if near_duplicate:
+        return min(lists, NEAR_DUPLICATE_PROBES)
     per_list = rows / lists  # as trained; a grown index holds more per list, so this errs on the safe side
     for_rows = math.ceil(max(PROBES_MIN_ROWS, PROBES_PER_K * k) / per_list)
     return int(min(lists, max(math.ceil(PROBES_SHARE * lists), for_rows)))
@@ -99,68 +112,116 @@ def _current(name: str) -> str:
         return cursor.fetchone()[0]
 
 
-def nearest_queryset(vector, kind: str, k: int, version: ModelVersion, with_vectors: bool = False, **filters):
-    """The SQL of `nearest` (without its settings): rows of (image id, distance[, vector_send bytes])."""
+class QueryVector(Func):
+    """The query vector cast to the type and size of the index (`%s::vector(d)`, then `::halfvec(d)` for a
+    halfvec index). With `binary`, it is one VectorParameter (sent in binary form by `binary_cursor`);
+    otherwise pgvector's text form, which any cursor can run (EXPLAIN, printing the query)."""
+
+    output_field = VectorField()
+
+    def __init__(self, vector, dim: int, type_name: str = "vector", binary: bool = False):
+        self.vector, self.dim, self.type_name, self.binary = vector, int(dim), type_name, binary
+        super().__init__()
+        self._constructor_args = ((id(self),), {})  # Django hashes the arguments; an array has no hash
+
+    def as_sql(self, compiler, connection, **extra):
+        value = VectorParameter(self.vector) if self.binary else "[" + ",".join(map(repr, self.vector.tolist())) + "]"
+        cast = f"::vector({self.dim})" + (f"::{self.type_name}({self.dim})" if self.type_name != "vector" else "")
+        return f"(%s{cast})", [value]
+
+
+def nearest_queryset(vector, kind: str, k: int, version: ModelVersion, with_vectors: bool = False,
+                     binary: bool = False, **filters):
+    """The SQL of `nearest` (without its settings): rows of (image id, distance[, vector_send bytes]), ordered
+    by the index's distance (halfvec for items: rounded); `distance` is always the full-precision one."""
     vector = np.asarray(vector, dtype=np.float32)
     if vector.shape != (version.dim,):
         raise ValueError(f"query vector has shape {vector.shape}, model version {version.name} needs ({version.dim},)")
     columns = [f"{kind}_id", "distance"] + (["vector_bytes"] if with_vectors else [])
+    exact = CosineDistance(Cast("embedding", VectorField(dimensions=version.dim)),
+                           QueryVector(vector, version.dim, binary=binary))
+    queryset = Descriptor.objects.filter(
+        model_version=version, status=Descriptor.Status.READY, **{f"{kind}__isnull": False}, **filters
+    ).annotate(distance=exact)
+    if index_type(kind) == "vector":
+        order = "distance"  # the expression of the version's partial index (services.versions.vector_index_sql)
+    else:
+        index_field = HalfVectorField(dimensions=version.dim)
+        queryset = queryset.annotate(index_distance=CosineDistance(
+            Cast("embedding", index_field), QueryVector(vector, version.dim, index_type(kind), binary=binary)))
+        order = "index_distance"
     return (
-        Descriptor.objects.filter(
-            model_version=version, status=Descriptor.Status.READY, **{f"{kind}__isnull": False}, **filters
-        )
-        # the expression of the version's partial indexes (services.versions.vector_index_sql)
-        .annotate(distance=CosineDistance(Cast("embedding", VectorField(dimensions=version.dim)), vector))
-        .annotate(**({"vector_bytes": VectorBytes("embedding")} if with_vectors else {}))
-        .order_by("distance")
+        queryset.annotate(**({"vector_bytes": VectorBytes("embedding")} if with_vectors else {}))
+        .order_by(order)
         .values_list(*columns)[:k]
     )
 
 
-def set_index_scan(k: int, version: ModelVersion) -> None:
+def _fetch(queryset) -> list[tuple]:
+    """Runs a nearest_queryset(binary=True) on a server-binding cursor (the query vector sent in binary)."""
+    sql, params = queryset.query.sql_with_params()
+    with binary_cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def set_index_scan(k: int, version: ModelVersion, near_duplicate: bool = False, index_order: bool = False) -> None:
     """The index settings (HNSW and IVFFlat) for one query of k rows under `version`, for the rest of the
-    current transaction (SET LOCAL); one statement."""
-    probes = probes_for(k, version)
+    current transaction (SET LOCAL); one statement. `index_order` (an unfiltered item query) keeps the planner
+    off plans that sort every row: the halfvec item index answers at any size, read whole while the
+    catalogue is small (exact on halfvec, then re-scored), where a plan that reads every heap row and sorts
+    it cost 19.5 ms of Postgres CPU for k = 100 at 1,050 items against 1–2 ms (RESULTS, session 10)."""
+    probes = probes_for(k, version, near_duplicate)
     _set_local(**{"hnsw.ef_search": ef_search_for(k), "hnsw.iterative_scan": ITERATIVE_SCAN,
                   "hnsw.max_scan_tuples": MAX_SCAN_TUPLES, "ivfflat.probes": probes,
-                  "ivfflat.iterative_scan": ITERATIVE_SCAN, "ivfflat.max_probes": MAX_PROBES_FACTOR * probes})
+                  "ivfflat.iterative_scan": ITERATIVE_SCAN, "ivfflat.max_probes": MAX_PROBES_FACTOR * probes,
+                  **({"enable_sort": "off"} if index_order else {})})
 
 
 def nearest(vector, kind: str, k: int = 6, version: ModelVersion | None = None, *, with_vectors: bool = False,
-            **filters) -> list[Match]:
+            near_duplicate: bool = False, **filters) -> list[Match]:
     """The k images of one kind ("item", "snapshot", "wardrobe_item") nearest to `vector`, closest first.
 
     `filters` are extra Django lookups on Descriptor (e.g. item__category__name="shoes"), pushed into the same
     SQL query; the result has k rows whenever k ready images match, at any catalogue size. With
-    `with_vectors`, each Match carries the image's descriptor, read in the same query.
+    `with_vectors`, each Match carries the image's descriptor, read in the same query. `near_duplicate`: the
+    caller only needs the nearest rows when they are near-duplicates of the query (cosine >= 0.98), which a
+    few of the item index's lists hold (NEAR_DUPLICATE_PROBES).
     """
     version = version or active_version()
     # A filtered IVFFlat scan stops probing lists as soon as its LIMIT rows pass the filters, which leaves the
     # last rows as rough as the lists it happened to read: asking it for PROBES_PER_K x k rows gives a filtered
     # query the same margin an unfiltered one gets from its probes (RESULTS: recall with a category filter).
     over_fetch = bool(filters) and kind in IVFFLAT_KINDS
-    fetch = PROBES_PER_K * k if over_fetch else k
-    query = nearest_queryset(vector, kind, fetch, version, with_vectors and not over_fetch, **filters)
+    if over_fetch:
+        fetch = PROBES_PER_K * k
+    elif index_type(kind) == "halfvec":
+        fetch = k + math.ceil(HALFVEC_MARGIN * k)
+    else:
+        fetch = k
+    query = nearest_queryset(vector, kind, fetch, version, with_vectors and not over_fetch, binary=True, **filters)
     if k <= 0:
         return []
     with transaction.atomic():
-        set_index_scan(k, version)
-        rows = list(query)
+        set_index_scan(k, version, near_duplicate, index_order=kind in IVFFLAT_KINDS and not filters)
+        rows = _fetch(query)
         if len(rows) < k:
             # Fewer matching rows than k, or the index scan gave up (max_scan_tuples, max_probes) on a
             # selective filter: an exact scan (no index scan; bitmap scans still serve the filters; an IVFFlat
             # scan that the planner takes anyway reads every list) returns every match.
             before = _current("enable_indexscan")
-            _set_local(enable_indexscan="off", **{"ivfflat.probes": version.item_index_lists})
-            rows = list(query.all())  # a fresh evaluation, not the first one's cached rows
+            _set_local(enable_indexscan="off", enable_sort="on", **{"ivfflat.probes": version.item_index_lists})
+            rows = _fetch(query)
             _set_local(enable_indexscan=before)
-        rows.sort(key=lambda row: row[1])  # relaxed order: the scan's order is nearly, not exactly, by distance
+        rows.sort(key=lambda row: row[1])  # by the exact distance: the scan's order is relaxed, or rounded
         rows = rows[:k]
         if with_vectors and over_fetch:  # the k rows' vectors only, not the over-fetched ones'
             vectors = list(_vectors(kind, [row[0] for row in rows], version)) if rows else []
             rows = [(row[0], row[1], vector) for row, vector in zip(rows, vectors)]
         elif with_vectors:
             rows = [(row[0], row[1], decode_vector(row[2])) for row in rows]
+        # read only: rolling the block back takes its SET LOCALs with it (inside a caller's transaction too)
+        transaction.set_rollback(True)
     return [Match(id=row[0], distance=float(row[1]), vector=row[2] if with_vectors else None) for row in rows]
 
 
@@ -378,7 +439,7 @@ def recognise_item(query, sha256: str | None, version: ModelVersion) -> Recognit
     settings = card.recognition if card is not None else RecognitionSettings(near_duplicate_cosine=0.0)
     if settings.near_duplicate_cosine <= 0:
         return None
-    nearest_item = nearest(query, "item", k=1, version=version, with_vectors=True)
+    nearest_item = nearest(query, "item", k=1, version=version, with_vectors=True, near_duplicate=True)
     if not nearest_item:
         return None
     found = near_duplicate(query, nearest_item[0].vector[None], settings)

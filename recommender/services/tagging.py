@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.db.models import F, Q
 from django.utils import timezone
 
 from fashionsite.paths import PROJECT_ROOT
@@ -467,38 +468,64 @@ def suggest_styles(look_ids=(), wardrobe_item_ids=(), version=None) -> dict:
 
 
 def tag_images(item_ids=(), wardrobe_item_ids=(), look_ids=()) -> dict:
-    """What the `tag_images` task does: categories for items and uploads, styles for looks and uploads."""
+    """What the `tag_images` task does: categories for items and uploads, styles for looks and uploads. When it
+    has run through, the images' tagging is no longer outstanding (see `queue_tagging`)."""
     outcome = tag_categories(item_ids, wardrobe_item_ids)
     outcome.update(suggest_styles(look_ids, wardrobe_item_ids))
+    outstanding(item_ids, wardrobe_item_ids, look_ids).update(tagging_sent_at=None)
     return outcome
 
 
+def outstanding(item_ids=(), wardrobe_item_ids=(), look_ids=()):
+    """The descriptor rows of these images whose tagging was sent and has not finished."""
+    images = Q(item_id__in=list(item_ids)) | Q(wardrobe_item_id__in=list(wardrobe_item_ids)) | Q(
+        snapshot__look_id__in=list(look_ids))
+    return Descriptor.objects.filter(images, tagging_sent_at__isnull=False)
+
+
+def queue_tagging(descriptors) -> int:
+    """Queues one `tag_images` task for the images of `descriptors` (ready rows) that still lack a category or
+    a style, and marks those rows outstanding (`tagging_sent_at`, one more `tagging_attempts`) until the task
+    has run; rows with nothing left to tag are marked done. Returns how many images were queued.
+
+    The receiver of `descriptors_ready` calls it for freshly embedded images; the reconciler calls it again for
+    rows whose task was lost (Redis restarted, the broker was down, the worker died mid-task)."""
+    from fashionsite.queueing import BULK_QUEUE, INTERACTIVE_QUEUE, enqueue
+
+    item_ids, wardrobe_ids, queued, rows_of_look = set(), set(), [], {}
+    for d in descriptors:
+        if d.item_id and d.item.category_id is None:
+            item_ids.add(d.item_id)
+            queued.append(d.pk)
+        elif d.wardrobe_item_id and (d.wardrobe_item.category_id is None or
+                                     (d.wardrobe_item.style_id is None and d.model_version.is_active)):
+            wardrobe_ids.add(d.wardrobe_item_id)
+            queued.append(d.pk)
+        elif d.snapshot_id and d.model_version.is_active:
+            rows_of_look.setdefault(d.snapshot.look_id, []).append(d.pk)
+    look_ids = set(Look.objects.filter(id__in=list(rows_of_look), style__isnull=True).values_list("id", flat=True)
+                   ) if rows_of_look else set()
+    queued += [pk for look_id in look_ids for pk in rows_of_look[look_id]]
+    Descriptor.objects.filter(pk__in=[d.pk for d in descriptors], tagging_sent_at__isnull=False).exclude(
+        pk__in=queued).update(tagging_sent_at=None)  # tagged meanwhile (e.g. by `manage.py tag_categories`)
+    if not queued:
+        return 0
+    Descriptor.objects.filter(pk__in=queued).update(tagging_sent_at=timezone.now(),
+                                                     tagging_attempts=F("tagging_attempts") + 1)
+    # an upload's tags are waited for (its own queue); the catalogue's go with the bulk work. If the broker
+    # cannot be reached the rows stay outstanding, and the reconciler sends them again.
+    enqueue("recommender.tasks.tag_images", (sorted(item_ids), sorted(wardrobe_ids), sorted(look_ids)),
+            queue=INTERACTIVE_QUEUE if wardrobe_ids else BULK_QUEUE)
+    return len(item_ids) + len(wardrobe_ids) + len(look_ids)
+
+
 def on_descriptors_ready(sender, descriptors, **kwargs):
-    """Receiver of `descriptors_ready` (in the worker): queues `tag_images` for the images that turned ready
-    and still lack a category or style. Never raises: tagging must not fail the embedding task."""
+    """Receiver of `descriptors_ready` (in the worker): queues tagging for the images that turned ready and still
+    lack a category or style. Never raises: tagging must not fail the embedding task."""
     if not settings.AUTO_TAGGING:
         return
     try:
-        item_ids, wardrobe_ids, look_ids = set(), set(), set()
-        for d in descriptors:
-            if d.item_id and d.item.category_id is None:
-                item_ids.add(d.item_id)
-            elif d.wardrobe_item_id and (d.wardrobe_item.category_id is None or
-                                         (d.wardrobe_item.style_id is None and d.model_version.is_active)):
-                wardrobe_ids.add(d.wardrobe_item_id)
-            elif d.snapshot_id and d.model_version.is_active:
-                look_ids.add(d.snapshot.look_id)
-        if look_ids:
-            look_ids = set(Look.objects.filter(id__in=look_ids, style__isnull=True).values_list("id", flat=True))
-        if not (item_ids or wardrobe_ids or look_ids):
-            return
-
-        from fashionsite.queueing import BULK_QUEUE, INTERACTIVE_QUEUE, enqueue
-
-        # an upload's tags are waited for (its own queue); the catalogue's go with the bulk work
-        # (broker unreachable: logged, and `manage.py tag_categories` catches up later)
-        enqueue("recommender.tasks.tag_images", (sorted(item_ids), sorted(wardrobe_ids), sorted(look_ids)),
-                queue=INTERACTIVE_QUEUE if wardrobe_ids else BULK_QUEUE)
+        queue_tagging(descriptors)
     except Exception:  # noqa: BLE001
         logger.exception("tagging receiver failed; the images stay untagged until `tag_categories`")
 

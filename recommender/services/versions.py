@@ -11,9 +11,18 @@ issue's synthetic catalogue: each real item plus ~95 noisy copies) splits into i
 reaches (recall 0.3 at 100k), while IVFFlat's recall depends only on how many of its lists a query probes.
 IVFFlat's lists are k-means centres trained on the rows present at build time, so the platform keeps the
 item index trained: `maintain_item_index` (run by the reconciler) rebuilds it, without stopping reads or
-writes, whenever the version's ready items have doubled since the last training (a bulk load, rows written
-straight into the tables, a re-embedding filling a new version). Snapshots (street photos, thousands) and
-wardrobe items (searched per owner) stay on HNSW, which needs no training and fills as rows arrive.
+writes, whenever the version's ready items have grown by half since the last training (a bulk load, rows
+written straight into the tables). Snapshots (street photos, thousands) and wardrobe items (searched per owner)
+stay on HNSW, which needs no training and fills as rows arrive.
+
+The item index stores `halfvec` (2 bytes a dimension): a query reads half the pages per list for the same
+recall (RESULTS, "Issue 9: session 10"); `nearest` re-scores what the index finds with the full-precision
+column, so the distances it returns are exact.
+
+A version being re-embedded (not active yet) has no vector indexes while its rows are written: each insert
+into an HNSW graph cost ~3 ms of Postgres CPU a row, 0.4 ms without (RESULTS, "embedding throughput").
+`ensure_vector_indexes` builds them once, on every row, when the re-embedding completes and before the
+version becomes active (services.reembedding); the active version keeps its indexes throughout.
 """
 import logging
 import math
@@ -46,7 +55,11 @@ INDEX_BUILD_MEMORY = "1GB"
 MIN_LISTS = 32
 # The reconciler retrains once the ready rows reach this multiple of the rows the lists were trained on
 # (and at least RETRAIN_MIN_ROWS, so that an empty new version's index is trained once its first rows exist).
-RETRAIN_GROWTH = 2.0
+# 1.5: an index never serves more than 1.5x its training rows, so its lists stay >= 0.8 sqrt(rows) and hold
+# at most 1.5x the rows a fresh index's would (doubling left 225 lists trained on 51k rows serving 100k, and
+# recall at 10 % of them was 0.93; RESULTS, "Issue 9: recall at 100k"). Retraining costs about a third more in
+# a catalogue's life than doubling (each retrain reads every row: 1 + 1/1.5 + ... = 3x the final size).
+RETRAIN_GROWTH = 1.5
 RETRAIN_MIN_ROWS = 200
 INDEX_LOCK_TIMEOUT = "5s"  # the brief locks of ALTER INDEX / REINDEX's swap wait no longer behind long queries
 
@@ -60,14 +73,19 @@ def index_name(version_id: int, kind: str) -> str:
     return f"descriptor_v{version_id}_{kind}_{method}"
 
 
+def index_type(kind: str) -> str:
+    """The pgvector type a kind's index stores (and its queries cast to): halfvec for items, vector for the
+    others (HNSW over thousands of snapshots, and wardrobes searched per owner, gain little from halving)."""
+    return "halfvec" if kind in IVFFLAT_KINDS else "vector"
+
+
 def vector_index_sql(version_id: int, dim: int, kind: str, name: str | None = None, m: int = HNSW_M,
                      ef_construction: int = HNSW_EF_CONSTRUCTION, lists: int = MIN_LISTS,
                      concurrently: bool = False) -> str:
     """CREATE INDEX for one version's partial index on one kind of image (cosine, on a cast to its size)."""
-    options = (f"ivfflat ((embedding::vector({int(dim)})) vector_cosine_ops) WITH (lists = {int(lists)})"
-               if kind in IVFFLAT_KINDS else
-               f"hnsw ((embedding::vector({int(dim)})) vector_cosine_ops) "
-               f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
+    cast = f"(embedding::{index_type(kind)}({int(dim)})) {index_type(kind)}_cosine_ops"
+    options = (f"ivfflat ({cast}) WITH (lists = {int(lists)})" if kind in IVFFLAT_KINDS else
+               f"hnsw ({cast}) WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
     return (
         f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS "
         f"{name or index_name(version_id, kind)} ON recommender_descriptor USING {options} "
@@ -99,6 +117,64 @@ def create_vector_indexes(version_id: int, dim: int, schema_editor=None) -> tupl
     return ivfflat_lists(rows), rows
 
 
+def missing_vector_indexes(version_id: int) -> list[str]:
+    """The kinds of image whose index the version lacks (a version being re-embedded has none)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relname FROM pg_class WHERE relname = ANY(%s)",
+                       [[index_name(version_id, kind) for kind in IMAGE_COLUMNS]])
+        present = {row[0] for row in cursor.fetchall()}
+    return [kind for kind in IMAGE_COLUMNS if index_name(version_id, kind) not in present]
+
+
+def drop_vector_indexes(version: ModelVersion) -> None:
+    """Drops the version's vector indexes while it is re-embedded (not active): its rows are then written
+    without index inserts, and `ensure_vector_indexes` builds the indexes once on all of them. CONCURRENTLY
+    outside a transaction (searches of the active version never wait), plainly inside one."""
+    if version.is_active:
+        raise ValueError(f"{version} is the active version: its indexes serve every search")
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY"
+    with connection.cursor() as cursor:
+        for kind in IMAGE_COLUMNS:
+            cursor.execute(f"DROP INDEX {concurrently} IF EXISTS {index_name(version.id, kind)}")
+
+
+def ensure_vector_indexes(version: ModelVersion) -> dict | None:
+    """Builds the version's missing vector indexes on its rows as they are now (the item index trained on its
+    ready items), CONCURRENTLY outside a transaction (reads and writes go on), plainly inside one (writes
+    wait). Returns what it built, or None when nothing was missing."""
+    missing = missing_vector_indexes(version.id)
+    if not missing:
+        return None
+    concurrently = not connection.in_atomic_block
+    start = time.perf_counter()
+    with connection.cursor() as cursor:
+        def fetch(sql, params):
+            cursor.execute(sql, params)
+            return cursor.fetchone()[0]
+
+        rows = _ready_rows(fetch, version.id, "item")
+        cursor.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+        try:
+            for kind in missing:
+                name = index_name(version.id, kind)
+                if concurrently:  # an interrupted CREATE INDEX CONCURRENTLY leaves an invalid index behind
+                    cursor.execute("SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(%s) AND NOT indisvalid",
+                                   [name])
+                    if cursor.fetchone():
+                        cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                cursor.execute(vector_index_sql(version.id, version.dim, kind, lists=ivfflat_lists(rows),
+                                                concurrently=concurrently))
+        finally:
+            cursor.execute("RESET maintenance_work_mem")
+    if "item" in missing:
+        ModelVersion.objects.filter(pk=version.pk).update(item_index_lists=ivfflat_lists(rows), item_index_rows=rows)
+        version.item_index_lists, version.item_index_rows = ivfflat_lists(rows), rows
+    report = {"version": version.name, "built": missing, "item rows": rows,
+              "seconds": round(time.perf_counter() - start, 1)}
+    logger.info("built the vector indexes %(built)s of %(version)s (%(item rows)d items) in %(seconds)s s", report)
+    return report
+
+
 def item_index_is_stale(version: ModelVersion, rows: int) -> bool:
     return rows >= max(RETRAIN_MIN_ROWS, RETRAIN_GROWTH * version.item_index_rows) and rows > version.item_index_rows
 
@@ -115,10 +191,13 @@ def maintain_item_index(version: ModelVersion, force: bool = False) -> dict | No
             return cursor.fetchone()[0]
 
         rows = _ready_rows(fetch, version.id, "item")
-        version.refresh_from_db(fields=["item_index_lists", "item_index_rows"])
+        version.refresh_from_db(fields=["item_index_lists", "item_index_rows", "is_active"])
         if not force and not item_index_is_stale(version, rows):
             return None
         name, lists = index_name(version.id, "item"), ivfflat_lists(rows)
+        cursor.execute("SELECT to_regclass(%s)", [name])
+        if cursor.fetchone()[0] is None and not version.is_active:
+            return None  # being re-embedded: built on every row when that completes (ensure_vector_indexes)
         concurrently = "" if connection.in_atomic_block else "CONCURRENTLY"
         start = time.perf_counter()
         # queries set their probes from item_index_lists: while both indexes exist, the larger number of lists
@@ -196,7 +275,11 @@ def register_version(name: str, spec: str, dim: int) -> ModelVersion:
 
 @transaction.atomic
 def activate(version: ModelVersion) -> None:
+    """Makes `version` the one every search uses; builds any vector index it lacks first (a re-embedding
+    builds them before, without blocking writes: services.reembedding.finish_if_complete)."""
     from recommender.signals import active_version_changed
+
+    ensure_vector_indexes(version)
 
     ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
     ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
