@@ -1,10 +1,12 @@
-"""What the item hubness adds to one item -> looks query, beside the model's own forward pass (same run).
+"""What the item hubness and the query centring add to one query, beside the model's own forward pass (same run).
 
     flock /work/notes/measure.lock .venv/bin/python bench/item_hub_cost.py --model var/models/cgd-val
 
 Times (median of repeats, one process, this machine's load printed beside): the model's forward pass of one
 query image, and `item_query_scores` for one query over C candidate snapshots with the card's settings,
-with the hubness off and on (its reference items: `hub_reference.npy` of the model).
+with the hubness off and on (its reference items: `hub_reference.npy` of the model); and `score_matrix` for one
+snapshot query over C candidate items with look transfer through the card's `lt_top_k` known snapshots, with the
+query centring (`snapshot_centring`, the model's `domain_means.npz`) off and on.
 """
 import argparse
 import os
@@ -19,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ml.embedding import CGDEmbedder  # noqa: E402
-from ml.retrieval.scoring import item_query_scores, normalise  # noqa: E402
+from ml.retrieval.scoring import DomainMeans, item_query_scores, normalise, score_matrix  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -56,6 +58,21 @@ def main() -> None:
                                                    hub_reference=embedder.hub_reference), args.repeats)
         print(f"{c} candidates: scoring {t_off:.2f} ms without the hubness, {t_on:.2f} ms with it "
               f"({len(embedder.hub_reference)} reference items)")
+    means = embedder.domain_means or DomainMeans(snapshot=normalise(rng.normal(size=(1, embedder.dim)))[0],
+                                                 item=normalise(rng.normal(size=(1, embedder.dim)))[0])
+    known = normalise(rng.normal(size=(max(1, settings.lt_top_k), embedder.dim)))
+    for c in args.candidates:
+        items = normalise(rng.normal(size=(c, embedder.dim)))
+        links = (rng.uniform(size=(len(known), c)) < 0.02).astype(np.float32)
+        pop = rng.integers(0, 5, c).astype(np.float32)
+        plain = replace(settings, snapshot_centring="off")
+        centred = replace(settings, snapshot_centring="centre")
+        t_off = median_ms(lambda: score_matrix(query, items, plain, known_snapshot_vecs=known, known_links=links,
+                                               item_popularity=pop), args.repeats)
+        t_on = median_ms(lambda: score_matrix(query, items, centred, known_snapshot_vecs=known, known_links=links,
+                                              item_popularity=pop, domain_means=means), args.repeats)
+        print(f"snapshot -> {c} candidate items: scoring {t_off:.2f} ms plain, {t_on:.2f} ms with the query centred"
+              f" ({'the model' if embedder.domain_means is not None else 'random'} means)")
     print(f"uptime: {os.getloadavg()}")
 
 

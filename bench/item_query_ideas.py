@@ -14,6 +14,14 @@ cached feature maps (var/models/features), so every row costs seconds to minutes
   the cached feature maps of the mirrored images), alone and with the item hubness;
 * `hub`: item queries' hubness against the known items (inverted softmax, `item_hub_weight` x temperature);
 * `softmax`: the inverted softmax in place of CSLS for both directions (CSLS's shared knob; screening only).
+* `moves` (session 10): the queries moved by their kind's mean (`ScoringSettings.snapshot_centring` /
+  `item_centring`: "centre" or "translate", the gallery as stored), beside session 9's domain centring of every
+  vector (`centring`'s transform, which the platform could not fetch candidates for exactly);
+* `regions` (session 10): region descriptors for the test looks' snapshots (the fold's head on bands of rows of the
+  9 x 9 cached feature map: halves 0-4 / 4-8, or thirds 0-3 / 2-6 / 5-8; each region one more photo of its look), judged on item -> looks only
+  (a look at the rank of its best photo or region; the snapshot -> items columns of these rows are not meaningful);
+* `antihub` (session 10): the item hubness clipped below at a quantile of the known snapshots' own hubness, so
+  that photos no reference item resembles (anti-hubs) are not promoted.
 
 `--flip-all` puts every row on top of flip at test time.
 
@@ -143,6 +151,73 @@ def softmax_hubness(temperature: float):
     return hub
 
 
+def clipped_hubness(quantile: float):
+    """``softmax_hubness`` floored at ``quantile`` of the known snapshots' hubness against the known items (set
+    per fold by the returned transform, before that fold is scored)."""
+    import ml.retrieval.scoring as scoring
+
+    original = scoring.softmax_hubness
+    state = {"floor": -np.inf}
+
+    def hub(vectors, reference, temperature, chunk=4096):
+        return np.maximum(original(vectors, reference, temperature, chunk), state["floor"]).astype(np.float32)
+
+    def per_fold(vectors, known, fold, dataset=None):
+        snaps = [n for i in known for n in DATASET.looks[i].snapshots if n in vectors]
+        items = sorted({DATASET.item_name(k) for i in known for k in DATASET.looks[i].items} & set(vectors))
+        ref = normalise(np.stack([vectors[n] for n in items]))
+        h = original(np.stack([vectors[n] for n in snaps]), ref, DEFAULT_POSTPROCESSING.item_hub_temperature)
+        state["floor"] = float(np.quantile(h, quantile))
+        return vectors
+
+    per_fold.per_fold = True
+    return original, hub, per_fold
+
+
+DATASET = None
+
+REGION_SETS = {"halves": {"top": slice(0, 5), "bottom": slice(4, 9)},
+               "thirds": {"top": slice(0, 4), "middle": slice(2, 7), "bottom": slice(5, 9)}}
+
+
+def region_rows(args, dataset, pool, candidate, settings, regions: dict) -> dict:
+    """item -> looks with region descriptors as extra photos of the held-out looks (module docstring)."""
+    from ml.evaluation.dataset import Look, LookDataset
+    from ml.training.feature_cache import FeatureCache
+
+    total = new_pool()
+    split = subset_dataset(dataset, pool)
+    config, seeds = candidate.split(":")
+    done = [f for f in range(FOLDS) if all((run_dir(args.out, f, config, int(s)) / "vectors.pkl").exists()
+                                           for s in seeds.split(","))]
+    for fold in done:
+        known, held = fold_split(pool, fold)
+        vectors = fold_vectors(args, fold, candidate)
+        zero = np.zeros(len(next(iter(vectors.values()))), np.float32)
+        vectors = {n: vectors.get(n, zero) for n in images_to_embed(split)}
+        snaps = [n for i in held for n in split.looks[i].snapshots if n in vectors]
+        maps, _ = FeatureCache(args.cache, "lite2").features([dataset.root / n for n in snaps], progress=False)
+        by_name = {Path(p).name: m for (p, _), m in maps.items()}
+        order = [n for n in snaps if n in by_name]
+        x = np.stack([by_name[n] for n in order]).astype(np.float32)
+        looks = {i: Look(i, list(l.snapshots), list(l.items)) for i, l in split.looks.items()}
+        for region, rows in regions.items():
+            crop = x[:, rows]
+            parts = []
+            for seed in seeds.split(","):
+                head = fold_head(run_dir(args.out, fold, config, int(seed)), crop.shape[1:])
+                parts.append(np.concatenate([np.asarray(head(crop[i:i + 128])) for i in range(0, len(crop), 128)]))
+            for name, v in zip(order, normalise(np.concatenate(parts, axis=1))):
+                vectors[f"{name}#{region}"] = v
+        for i in held:
+            looks[i].snapshots += [f"{n}#{r}" for n in list(split.looks[i].snapshots) if n in by_name for r in regions]
+        regional = LookDataset(root=split.root, looks=looks, items={k: list(v) for k, v in split.items.items()})
+        add_to_pool(total, evaluate_vectors(regional, vectors, held, known, settings))
+    total = pool_means(total)
+    total["folds"] = done
+    return total
+
+
 def pooled(args, dataset, pool, candidate, settings, transform=None, gap=None) -> dict:
     total = new_pool()
     split = subset_dataset(dataset, pool)
@@ -183,7 +258,8 @@ def main() -> None:
     parser.add_argument("--flip-all", action="store_true", help="every row with flip at test time")
     parser.add_argument("--pca-dims", type=int, nargs="*", default=[])
     args = parser.parse_args()
-    dataset = LookDataset.from_folder(args.data)
+    global DATASET
+    dataset = DATASET = LookDataset.from_folder(args.data)
     pool = sorted(set(dataset.looks) - read_look_ids(args.test_looks, dataset))
     names = images_to_embed(subset_dataset(dataset, pool))
     gap = gap_vectors(dataset, names, args.cache) if "fusion" in args.ideas else None
@@ -210,6 +286,33 @@ def main() -> None:
                 print(row(f"{model}, CSLS {ck} / {cw}", pooled(args, dataset, pool, model, st)), flush=True)
                 print(row(f"{model}, domain centring + CSLS {ck} / {cw}",
                           pooled(args, dataset, pool, model, st, lambda v, k: centred(v, dataset, k))), flush=True)
+        if "moves" in args.ideas:
+            print(row(f"{model}, domain centring of every vector (session 9)", pooled(
+                args, dataset, pool, model, base, lambda v, k: centred(v, dataset, k))), flush=True)
+            for label, changes in (("no query moved (session 9's default)", dict(snapshot_centring="off",
+                                                                                   item_centring="off")),
+                                   ("snapshot queries centred", dict(snapshot_centring="centre")),
+                                   ("snapshot queries translated", dict(snapshot_centring="translate")),
+                                   ("item queries centred", dict(item_centring="centre")),
+                                   ("item queries translated", dict(item_centring="translate")),
+                                   ("both centred", dict(snapshot_centring="centre", item_centring="centre"))):
+                print(row(f"{model}, {label}", pooled(args, dataset, pool, model, replace(base, **changes))),
+                      flush=True)
+        if "regions" in args.ideas:
+            for label, regions in REGION_SETS.items():
+                print(row(f"{model}, region descriptors ({label} of the map's rows) as extra photos of each test look",
+                          region_rows(args, dataset, pool, model, base, regions)), flush=True)
+        if "antihub" in args.ideas:
+            import ml.retrieval.scoring as scoring
+
+            for quantile in (0.25, 0.5):
+                original, hub, per_fold = clipped_hubness(quantile)
+                scoring.softmax_hubness = hub
+                try:
+                    print(row(f"{model}, item hubness floored at the known snapshots' {quantile} quantile",
+                              pooled(args, dataset, pool, model, base, per_fold)), flush=True)
+                finally:
+                    scoring.softmax_hubness = original
         if "flip" in args.ideas:
             def flip(v, k, fold, model=model):
                 return with_flip(v, flip_vectors(args, dataset, names, fold, model))

@@ -235,6 +235,7 @@ class CGDEmbedder(Embedder):
             raise ModelDirError(f"{model_dir}: model outputs {shape[-1]}-d, card says {self.dim}")
         self.model_dir = model_dir
         self.hub_reference = self._hub_reference(model_dir)
+        self.domain_means = self._domain_means(model_dir)
         self.name = f"cgd-{self.card.backbone or '?'}-{model_dir.name}"
         size, model = self.input_size, self.model
 
@@ -245,6 +246,25 @@ class CGDEmbedder(Embedder):
 
         self._embed = _embed
 
+
+    def _domain_means(self, model_dir: Path):
+        """The model's :class:`ml.retrieval.scoring.DomainMeans` (``domain_means.npz``), None when it has none
+        (an older model: queries are then scored where they are, whatever the card's centring says)."""
+        from .model_card import DOMAIN_MEANS_FILE
+        from .retrieval.scoring import DomainMeans
+
+        path = model_dir / DOMAIN_MEANS_FILE
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                means = DomainMeans(snapshot=data["snapshot"].astype(np.float32), item=data["item"].astype(np.float32))
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelDirError(f"{path}: cannot read the domain means ({e})") from None
+        if means.snapshot.shape != (self.dim,) or means.item.shape != (self.dim,):
+            raise ModelDirError(f"{path}: means of shapes {means.snapshot.shape} / {means.item.shape}, "
+                                f"expected ({self.dim},)")
+        return means
 
     def _hub_reference(self, model_dir: Path):
         """The model's reference items ``(R, dim)`` (``hub_reference.npy``), None when it has none (an older

@@ -22,13 +22,17 @@ from pathlib import Path
 from ml.retrieval.recognition import RecognitionSettings
 from ml.retrieval.scoring import ScoringSettings
 
-__all__ = ["ModelCard", "ModelCardError", "CARD_FILE", "CARD_FORMAT", "HUB_REFERENCE_FILE"]
+__all__ = ["ModelCard", "ModelCardError", "CARD_FILE", "CARD_FORMAT", "HUB_REFERENCE_FILE", "DOMAIN_MEANS_FILE"]
 
 CARD_FILE = "card.json"
 #: Beside the card: the model's reference items, ``(R, D)`` float32 descriptors that item queries' hubness is
 #: measured against (:func:`ml.retrieval.scoring.softmax_hubness`); fixed with the model, so a query's cost
 #: never grows with the catalogue.  Written by the export, read by :class:`ml.embedding.CGDEmbedder`.
 HUB_REFERENCE_FILE = "hub_reference.npy"
+#: Beside the card: the mean descriptor of the model's training snapshots and of its training items (arrays
+#: ``snapshot`` and ``item``, :class:`ml.retrieval.scoring.DomainMeans`), which queries are moved by when the
+#: post-processing centres them.  Written by the export, read by :class:`ml.embedding.CGDEmbedder`.
+DOMAIN_MEANS_FILE = "domain_means.npz"
 CARD_FORMAT = "fashionsite-cgd/1"
 
 

@@ -9,7 +9,8 @@ import pytest
 from django.core.management import call_command
 
 from ml.training import TrainConfig
-from ml.retrieval.scoring import ScoringSettings, item_query_scores, ranked_indices, ranked_looks, score_matrix
+from ml.retrieval.scoring import (DomainMeans, ScoringSettings, item_query_scores, ranked_indices, ranked_looks,
+                                  score_matrix)
 from recommender.models import Descriptor, Item, LookItem, Snapshot, TrainingJob
 from recommender.services import search, training, versions
 from recommender.services.training import refresh_training_job
@@ -45,13 +46,14 @@ def test_initial_training_then_switch(catalogue, active_version):
 
 def test_platform_search_scores_as_the_evaluation_does(catalogue, active_version, sample_dir):
     """search_items (pgvector candidates + ml scoring) ranks exactly as score_matrix over the whole catalogue,
-    with look transfer and the popularity prior switched on in the model card."""
+    with look transfer, the popularity prior and the query centring (the model's domain_means.npz) switched on
+    in the model card."""
     job = TrainingJob.objects.create()
     version = training.train_catalogue_model(job, config=TINY)
     card_path = Path(version.spec) / "card.json"
     card = json.loads(card_path.read_text())
     card["postprocessing"].update(lt_weight=0.5, lt_top_k=5, lt_reduce="weighted", pop_weight=0.1, qe=False, dba=False,
-                                  diversity=0.5, diversity_depth=12)
+                                  diversity=0.5, diversity_depth=12, snapshot_centring="centre")
     card_path.write_text(json.dumps(card))
     wait_until(lambda: refresh_training_job(TrainingJob.objects.get(pk=job.pk)).state == TrainingJob.State.DONE,
                timeout=300, message="the trained model is served")
@@ -70,11 +72,17 @@ def test_platform_search_scores_as_the_evaluation_does(catalogue, active_version
     snapshot = Snapshot.objects.get(sha256=upload.sha256)
     np.testing.assert_allclose(query, search.descriptor_of("snapshot", snapshot.id), atol=1e-5)
     item_vectors = np.stack([search.descriptor_of("item", i.id) for i in items])
+    with np.load(Path(version.spec) / "domain_means.npz") as data:  # the model's means, as served
+        means = DomainMeans(snapshot=data["snapshot"], item=data["item"])
+    snapshot_vectors = np.stack([search.descriptor_of("snapshot", s.id) for s in snapshots])
     expected = score_matrix(
-        query[None], item_vectors, settings,
-        known_snapshot_vecs=np.stack([search.descriptor_of("snapshot", s.id) for s in snapshots]),
-        known_links=links, item_popularity=popularity,
+        query[None], item_vectors, settings, known_snapshot_vecs=snapshot_vectors,
+        known_links=links, item_popularity=popularity, domain_means=means,
     )
+    # the centring is really on: the same recipe with the query where it is scores otherwise
+    unmoved = score_matrix(query[None], item_vectors, settings, known_snapshot_vecs=snapshot_vectors,
+                           known_links=links, item_popularity=popularity)
+    assert not np.allclose(unmoved, expected, atol=1e-3)
     order = ranked_indices(expected, settings, item_vectors)[0][:6]
     expected = expected[0]
     assert [r.item.id for r in results] == [items[i].id for i in order]

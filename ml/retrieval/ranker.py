@@ -19,17 +19,20 @@ import numpy as np
 from ml.evaluation.dataset import LookDataset
 from ml.evaluation.protocols import ITEM_GALLERY_DIRECTIONS, ITEM_TO_SNAPSHOTS, MAX_RANKED, Ranker, Task
 
-from .scoring import ScoringSettings, item_query_scores, normalise, ranked_indices, score_matrix
+from .scoring import DomainMeans, ScoringSettings, item_query_scores, normalise, ranked_indices, score_matrix
 
 __all__ = ["ScoringRanker"]
 
 
 class ScoringRanker(Ranker):
     def __init__(self, vectors: Mapping[str, np.ndarray], dataset: LookDataset,
-                 known_look_ids: Iterable[int], settings: ScoringSettings | None = None, hub_reference=None):
+                 known_look_ids: Iterable[int], settings: ScoringSettings | None = None, hub_reference=None,
+                 domain_means: DomainMeans | None = None):
         """``hub_reference`` ``(R, D)``: the items item queries' hubness is measured against
         (``settings.item_hub_weight``); a trained model stores its own (the items of its training looks,
-        :func:`ml.training.export.export_model_dir`), and by default they are the known looks' items."""
+        :func:`ml.training.export.export_model_dir`), and by default they are the known looks' items.
+        ``domain_means``: the kinds' means queries are moved by (``settings.snapshot_centring`` /
+        ``item_centring``); a trained model stores its own, by default those of the known looks."""
         self.vectors = vectors
         self.dataset = dataset
         self.known_look_ids = sorted(set(known_look_ids) & set(dataset.looks))
@@ -51,6 +54,13 @@ class ScoringRanker(Ranker):
             names = [n for n in self.item_popularity if n in self.vectors]
             hub_reference = self._matrix(sorted(names, key=self._item_order)) if names else None
         self.hub_reference = normalise(hub_reference) if hub_reference is not None else None
+        centring = {self.settings.snapshot_centring, self.settings.item_centring} - {"off"}
+        if domain_means is None and centring:
+            snaps = [s for s in self._known_snapshot_items if s in self.vectors]
+            items = sorted((n for n in self.item_popularity if n in self.vectors), key=self._item_order)
+            if snaps and items:
+                domain_means = DomainMeans.of(self._matrix(snaps), self._matrix(items))
+        self.domain_means = domain_means
 
     def _matrix(self, names: Sequence[str]) -> np.ndarray:
         missing = [n for n in names if n not in self.vectors]
@@ -89,13 +99,13 @@ class ScoringRanker(Ranker):
             links = self._links(known, qnames) if kvecs is not None else None
             return item_query_scores(q, g, [self._look_of_snapshot[name] for name in task.gallery], s,
                                      known_snapshot_vecs=kvecs, query_links=links, gallery_reference=ref,
-                                     hub_reference=self.hub_reference)
+                                     hub_reference=self.hub_reference, domain_means=self.domain_means)
         pop = np.array([self.item_popularity.get(n, 0) for n in task.gallery], np.float32)
         if kvecs is None:
-            return score_matrix(q, g, s, item_popularity=pop)
+            return score_matrix(q, g, s, item_popularity=pop, domain_means=self.domain_means)
         return score_matrix(q, g, s, known_snapshot_vecs=kvecs,
                             known_links=self._links(known, task.gallery), item_popularity=pop,
-                            gallery_reference=kvecs)
+                            gallery_reference=kvecs, domain_means=self.domain_means)
 
     def _item_order(self, name: str) -> int:
         """Position of an item in the data set's order (looks by id, files by k), for a stable reference."""

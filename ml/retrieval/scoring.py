@@ -15,6 +15,9 @@ live queries, so what is measured is what is served.
 
 Steps, each optional (see :class:`ScoringSettings`):
 
+0. **query centring** (``snapshot_centring`` / ``item_centring``): the query moved by its kind's mean
+   (:func:`centred_queries`, the model's :class:`DomainMeans`); only the query moves, so a nearest-neighbour
+   fetch with the moved query finds exactly the best direct scores.
 1. **DBA** on the gallery (``dba_k`` neighbours within the gallery).
 2. **query expansion**: AQE (``qe_alpha == 0``) or alpha-QE over the gallery
    (``qe_k`` neighbours).
@@ -47,7 +50,7 @@ import numpy as np
 
 from .postprocess import alpha_query_expansion, database_side_augmentation, look_transfer_scores
 
-__all__ = ["ScoringSettings", "score_matrix", "popularity_prior", "hubness", "softmax_hubness", "snapshot_gallery_transfer", "normalise",
+__all__ = ["ScoringSettings", "DomainMeans", "CENTRING_MODES", "centred_queries", "snapshot_queries", "score_matrix", "popularity_prior", "hubness", "softmax_hubness", "snapshot_gallery_transfer", "normalise",
            "link_query_expansion", "expanded_item_queries", "item_query_scores", "pool_by_look", "ranked_indices",
            "ranked_looks"]
 
@@ -84,6 +87,8 @@ class ScoringSettings:
     diversity: float = 0.0      # snapshot -> items: variety among the first results (MMR weight); 0 = off
     diversity_depth: int = 12   #   ... chosen from this many best-scored items
     diversity_shown: int = 6    #   ... for the first this many places (what a page shows)
+    snapshot_centring: str = "off"  # snapshot queries moved before scoring (centred_queries): "off", "centre",
+    item_centring: str = "off"      #   "translate"; item queries the same, with the kinds' roles swapped
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +97,54 @@ class ScoringSettings:
     def from_dict(cls, data: dict | None) -> "ScoringSettings":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (data or {}).items() if k in names})
+
+
+#: How a query is moved before it is scored (:func:`centred_queries`)
+CENTRING_MODES = ("off", "centre", "translate")
+
+
+@dataclass(frozen=True)
+class DomainMeans:
+    """The mean descriptor of each kind of image over a model's known looks: its street snapshots and its
+    product photos (each item once).  A model ships them (``domain_means.npz``) as it ships its reference
+    items; the evaluation computes the same from the known looks when a model has none."""
+
+    snapshot: np.ndarray
+    item: np.ndarray
+
+    @classmethod
+    def of(cls, snapshot_vecs, item_vecs) -> "DomainMeans":
+        return cls(snapshot=normalise(snapshot_vecs).mean(axis=0).astype(np.float32),
+                   item=normalise(item_vecs).mean(axis=0).astype(np.float32))
+
+
+def centred_queries(query_vecs, mode: str, own_mean=None, other_mean=None) -> np.ndarray:
+    """Queries moved by their kind's mean before scoring, renormalised.
+
+    ``"centre"``: ``q - mean(own kind)`` (what every query of that kind shares says nothing about which
+    results suit it); ``"translate"``: ``q - mean(own kind) + mean(gallery kind)`` (the query carried into the
+    gallery's domain); ``"off"``: unchanged.  Only the query moves: the gallery's descriptors stay as stored,
+    so pgvector's nearest rows to the moved query are exactly the best-scored by this step (a candidate fetch
+    with no approximation)."""
+    q = normalise(query_vecs)
+    if mode not in CENTRING_MODES:
+        raise ValueError(f"unknown centring mode {mode!r} (expected one of {', '.join(CENTRING_MODES)})")
+    if mode == "off" or own_mean is None or len(q) == 0:
+        return q
+    moved = q - np.asarray(own_mean, np.float32)[None]
+    if mode == "translate" and other_mean is not None:
+        moved = moved + np.asarray(other_mean, np.float32)[None]
+    return normalise(moved)
+
+
+def snapshot_queries(query_vecs, settings: ScoringSettings | None = None,
+                     domain_means: DomainMeans | None = None) -> np.ndarray:
+    """Snapshot queries as :func:`score_matrix` scores them (``settings.snapshot_centring``).  The platform
+    fetches its candidates (items, and the known snapshots of look transfer) with these vectors."""
+    s = settings or ScoringSettings()
+    if domain_means is None:
+        return normalise(query_vecs)
+    return centred_queries(query_vecs, s.snapshot_centring, domain_means.snapshot, domain_means.item)
 
 
 def _expand_and_score(q: np.ndarray, g: np.ndarray, s: ScoringSettings) -> np.ndarray:
@@ -144,7 +197,7 @@ def softmax_hubness(vectors, reference, temperature: float, chunk: int = 4096) -
 
 def score_matrix(query_vecs, gallery_vecs, settings: ScoringSettings | None = None,
                  known_snapshot_vecs=None, known_links=None, item_popularity=None,
-                 gallery_reference=None) -> np.ndarray:
+                 gallery_reference=None, domain_means: DomainMeans | None = None) -> np.ndarray:
     """Scores ``(Q, G)`` of snapshot -> items (or any plain query -> gallery direction).
 
     Look transfer runs only when ``settings.lt_weight > 0`` and known snapshots
@@ -155,10 +208,12 @@ def score_matrix(query_vecs, gallery_vecs, settings: ScoringSettings | None = No
     (e.g. the known snapshots for an item gallery, the catalogue items for a snapshot
     gallery); with ``settings.csls_k > 0`` each gallery entry's direct score is lowered
     by ``csls_weight`` times its hubness (CSLS, Lample et al. 2018), so entries that are
-    close to everything stop crowding every list.  Higher is better.
+    close to everything stop crowding every list.  ``domain_means``: with
+    ``settings.snapshot_centring`` on, the queries are first moved by :func:`snapshot_queries`
+    (look transfer then finds its known snapshots with the moved query too).  Higher is better.
     """
     s = settings or ScoringSettings()
-    q = normalise(query_vecs)
+    q = snapshot_queries(query_vecs, s, domain_means)
     g = normalise(gallery_vecs)
     if len(q) == 0 or len(g) == 0:
         return np.zeros((len(q), len(g)), np.float32)
@@ -201,11 +256,14 @@ def link_query_expansion(query_item_vecs, known_snapshot_vecs, known_links, weig
 
 
 def expanded_item_queries(query_item_vecs, settings: ScoringSettings | None = None, known_snapshot_vecs=None,
-                          query_links=None) -> np.ndarray:
-    """Item queries after link query expansion with their own links (``query_links`` ``(S, Q)``), as
+                          query_links=None, domain_means: DomainMeans | None = None) -> np.ndarray:
+    """Item queries moved by ``settings.item_centring`` (:func:`centred_queries`, with ``domain_means``),
+    then after link query expansion with their own links (``query_links`` ``(S, Q)``), as
     :func:`item_query_scores` scores them.  The platform fetches its candidates with these vectors."""
     s = settings or ScoringSettings()
     q = normalise(query_item_vecs)
+    if domain_means is not None:
+        q = centred_queries(q, s.item_centring, domain_means.item, domain_means.snapshot)
     if known_snapshot_vecs is None or len(known_snapshot_vecs) == 0 or len(q) == 0 or query_links is None:
         return q
     return link_query_expansion(q, normalise(known_snapshot_vecs), query_links, s.item_link_qe)
@@ -213,10 +271,11 @@ def expanded_item_queries(query_item_vecs, settings: ScoringSettings | None = No
 
 def item_query_scores(query_item_vecs, gallery_snapshot_vecs, gallery_looks, settings: ScoringSettings | None = None,
                       known_snapshot_vecs=None, query_links=None, gallery_reference=None,
-                      hub_reference=None) -> np.ndarray:
+                      hub_reference=None, domain_means: DomainMeans | None = None) -> np.ndarray:
     """Scores ``(Q, G)`` of item queries against snapshots: the one recipe of item -> snapshots / looks.
 
-    1. :func:`expanded_item_queries`: link query expansion with the query's own links (``query_links``
+    1. :func:`expanded_item_queries`: the query moved by ``settings.item_centring`` (``domain_means``),
+       link query expansion with the query's own links (``query_links``
        ``(S, Q)``: known snapshot ``s``'s look links query ``q``; an upload recognised as a catalogue product
        has that product's);
     2. cosine (+ QE/DBA/CSLS of :func:`score_matrix`), minus ``item_hub_weight`` times each gallery
@@ -230,7 +289,7 @@ def item_query_scores(query_item_vecs, gallery_snapshot_vecs, gallery_looks, set
     g = normalise(gallery_snapshot_vecs)
     if len(q) == 0 or len(g) == 0:
         return np.zeros((len(q), len(g)), np.float32)
-    expanded = expanded_item_queries(q, s, known_snapshot_vecs, query_links)
+    expanded = expanded_item_queries(q, s, known_snapshot_vecs, query_links, domain_means)
     scores = score_matrix(expanded, g, s, gallery_reference=gallery_reference)
     if s.item_hub_weight > 0 and hub_reference is not None and len(hub_reference) > 0:
         scores = scores - s.item_hub_weight * softmax_hubness(g, hub_reference, s.item_hub_temperature)[None, :]

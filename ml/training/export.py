@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.model_card import HUB_REFERENCE_FILE, ModelCard
+from ml.model_card import DOMAIN_MEANS_FILE, HUB_REFERENCE_FILE, ModelCard
 
 from .config import TrainConfig
 
-__all__ = ["export_model_dir", "hub_reference_items", "write_hub_reference", "HUB_REFERENCE_FILE",
+__all__ = ["export_model_dir", "hub_reference_items", "write_hub_reference", "write_domain_means",
+           "domain_mean_snapshots", "HUB_REFERENCE_FILE", "DOMAIN_MEANS_FILE",
            "MAX_HUB_REFERENCE"]
 
 #: At most this many reference items (evenly spread over the training items): 4096 x 1536 float32 is 25 MB.
@@ -40,8 +41,27 @@ def write_hub_reference(model_dir, vectors) -> Path:
     return path
 
 
+def domain_mean_snapshots(dataset, look_ids, limit: int = MAX_HUB_REFERENCE) -> list[str]:
+    """The snapshots the snapshot mean of :data:`DOMAIN_MEANS_FILE` is taken over: those of ``look_ids``,
+    in look order, at most ``limit`` evenly spread (the item mean is over :func:`hub_reference_items`)."""
+    names = [n for look in sorted(look_ids) for n in dataset.looks[look].snapshots]
+    if len(names) > limit:
+        names = [names[int(i)] for i in np.linspace(0, len(names) - 1, limit).round().astype(int)]
+    return names
+
+
+def write_domain_means(model_dir, means) -> Path:
+    """Writes :class:`ml.retrieval.scoring.DomainMeans` to ``model_dir/DOMAIN_MEANS_FILE`` (atomically)."""
+    path = Path(model_dir) / DOMAIN_MEANS_FILE
+    tmp = path.with_suffix(".tmp.npz")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, snapshot=np.asarray(means.snapshot, np.float32), item=np.asarray(means.item, np.float32))
+    os.replace(tmp, path)
+    return path
+
+
 def export_model_dir(heads, config: TrainConfig, model_dir, cache_dir, card_fields: dict | None = None,
-                     last_stages=None, hub_reference=None) -> Path:
+                     last_stages=None, hub_reference=None, domain_means=None) -> Path:
     """``cache_dir``: where the ImageNet weights are cached (the parent of the feature cache).
 
     Write MODEL_DIR: ``model.keras`` (image -> unit-norm descriptor) and ``card.json`` (a :class:`ModelCard`
@@ -49,7 +69,8 @@ def export_model_dir(heads, config: TrainConfig, model_dir, cache_dir, card_fiel
     ``heads``: one trained CGD head or a list (an ensemble: the descriptor is the L2-normalised
     concatenation of the heads' descriptors).  The backbone is the folded-BN ImageNet one;
     ``last_stages`` (one per head, when the last stage was fine-tuned) replace its last stage.
-    ``hub_reference`` ``(R, D)``: the descriptors of the model's reference items (:data:`HUB_REFERENCE_FILE`)."""
+    ``hub_reference`` ``(R, D)``: the descriptors of the model's reference items (:data:`HUB_REFERENCE_FILE`);
+    ``domain_means``: its training snapshots' and items' means (:data:`DOMAIN_MEANS_FILE`)."""
     import keras
 
     from ml.backbones.efficientnet_lite import VARIANTS, split_last_stage
@@ -95,6 +116,8 @@ def export_model_dir(heads, config: TrainConfig, model_dir, cache_dir, card_fiel
     os.replace(tmp, model_dir / "model.keras")
     if hub_reference is not None:
         write_hub_reference(model_dir, hub_reference)
+    if domain_means is not None:
+        write_domain_means(model_dir, domain_means)
     card = ModelCard(
         backbone=config.backbone,
         input_size=size,

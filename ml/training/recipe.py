@@ -26,12 +26,12 @@ import numpy as np
 from ml.evaluation.dataset import LookDataset
 from ml.evaluation.pipeline import images_to_embed
 from ml.model_card import ModelCard
-from ml.retrieval.scoring import ScoringSettings
+from ml.retrieval.scoring import DomainMeans, ScoringSettings
 
 from .config import INNER_SPLIT_FRACTION, TrainConfig, inner_validation_size
 from .curves import plot_history
 from .ensemble import ensemble_vectors, train_ensemble, with_test_time_flip
-from .export import export_model_dir, hub_reference_items
+from .export import domain_mean_snapshots, export_model_dir, hub_reference_items
 from .selection import evaluate_vectors, select_postprocessing
 from .splits import data_fingerprint, inner_split, subset_dataset
 
@@ -92,12 +92,19 @@ def train_with_selection(dataset: LookDataset, out_dir, cache_dir, config: Train
     plot_history([m.history for m in members], out_dir / "training_curve.png")  # the validated phase
     skipped = {n: m for r in members + finals for n, m in r.skipped.items()}
     reference = ensemble_vectors(finals, hub_reference_items(dataset, train_ids))
+    snapshots = ensemble_vectors(finals, domain_mean_snapshots(dataset, train_ids))
     if config.test_time_flip:
         reference = with_test_time_flip(reference, finals, dataset, cache_dir, config)
+        snapshots = with_test_time_flip(snapshots, finals, dataset, cache_dir, config)
     reference = [v for v in reference.values() if v.any()]
+    snapshots = [v for v in snapshots.values() if v.any()]
+    # the kinds' means queries are moved by (ScoringSettings.snapshot_centring / item_centring), the same
+    # definition as the evaluation's default (the known looks' snapshots and items)
+    means = DomainMeans.of(np.stack(snapshots), np.stack(reference)) if snapshots and reference else None
     export_model_dir([f.head for f in finals], config, out_dir, Path(cache_dir).parent,
                      last_stages=[f.last_stage for f in finals],
-                     hub_reference=np.stack(reference) if reference else None, card_fields=dict(
+                     hub_reference=np.stack(reference) if reference else None, domain_means=means,
+                     card_fields=dict(
                          postprocessing=settings,
                          training_data_sha256=data_fingerprint(dataset, train_ids),
                          training_looks=len(train_ids),

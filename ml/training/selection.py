@@ -43,6 +43,10 @@ MIN_GAIN = 1.03  # a setting is adopted only if it beats the current best by 3 %
 #: chosen on all five inner folds (`bench/item_query_ideas.py`, 1350 item queries pooled): item -> looks mAP@100
 #: 0.3957 -> 0.4144 (+4.7 %), hit@6 0.676 -> 0.695, unseen item -> looks 0.3621 -> 0.3756 (docs/RESULTS.md,
 #: issue 11 session 9).
+#: Snapshot queries centred (``snapshot_centring="centre"``: served exactly, an option) are off: on the five folds
+#: (session 10) they raised seed 0's snapshot -> items mAP@100 0.1514 -> 0.1554 and hit@6 0.481 -> 0.506, but on
+#: the 3-seed ensembles that ship hit@6 fell 0.497 -> 0.485 (mAP 0.1460 -> 0.1531), which the rule written before
+#: the runs does not allow; item queries' centring lowered item -> looks.
 DEFAULT_POSTPROCESSING = ScoringSettings(
     lt_weight=0.85, lt_top_k=50, lt_reduce="weighted", pop_weight=0.1, diversity=0.5, diversity_depth=18,
     item_transfer_weight=0.0, item_transfer_top_k=5, item_link_qe=1.0, look_pooling=1.0,

@@ -308,6 +308,14 @@ def hub_reference(version: ModelVersion):
     return getattr(get_embedder(version), "hub_reference", None)
 
 
+def domain_means(version: ModelVersion):
+    """The version's kinds' means (ml.retrieval.scoring.DomainMeans: queries are moved by them when its
+    post-processing centres queries), shipped with the model; None for an untrained backbone or an older model."""
+    from recommender.embedders import get_embedder
+
+    return getattr(get_embedder(version), "domain_means", None)
+
+
 def candidate_count(k: int) -> int:
     """How many nearest items snapshot -> items re-scores for k results."""
     return max(100, 10 * k)
@@ -319,7 +327,8 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
 
     pgvector finds the candidates (the category filter is in its WHERE clause): the items nearest the query,
     and, when the version uses look transfer, the items that experts linked to the looks of the snapshots
-    nearest the query. The candidates are then scored by ml.retrieval.scoring.score_matrix and ordered by
+    nearest the query (the query as score_matrix moves it: snapshot_queries, so that the fetch is exact for a
+    centred query too). The candidates are then scored by ml.retrieval.scoring.score_matrix and ordered by
     ml.retrieval.scoring.ranked_indices (variety among the first results), the same functions evaluate_cgd
     measures, with the version's post-processing settings.
 
@@ -327,18 +336,20 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     vector queries, the neighbours' linked items with the vectors of those not yet among the candidates
     (_linked_items), the candidates' popularity, and the rows of the k results.
     """
-    from ml.retrieval.scoring import ranked_indices, score_matrix
+    from ml.retrieval.scoring import ranked_indices, score_matrix, snapshot_queries
 
     version = active_version()
     settings = scoring_settings(version)
     query = embed_query(image, version)
+    means = domain_means(version)
+    moved = snapshot_queries(query[None], settings, means)[0]  # what score_matrix scores with
     item_filter = {"item__category__name": category} if category else {}
-    item_matches = nearest(query, "item", k=candidate_count(k), version=version, with_vectors=True, **item_filter)
+    item_matches = nearest(moved, "item", k=candidate_count(k), version=version, with_vectors=True, **item_filter)
     candidates = [m.id for m in item_matches]
     candidate_vectors = [m.vector for m in item_matches]
     known_vectors = links = None
     if settings.lt_weight > 0:
-        neighbour_matches = nearest(query, "snapshot", k=settings.lt_top_k, version=version, with_vectors=True)
+        neighbour_matches = nearest(moved, "snapshot", k=settings.lt_top_k, version=version, with_vectors=True)
         neighbours = [m.id for m in neighbour_matches]
         items_of_snapshot, linked_vectors = _linked_items(neighbours, candidates, version, item_filter)
         # linked items that are not among the nearest, if they have a ready descriptor
@@ -360,7 +371,7 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     scores = score_matrix(
         query[None], candidate_vectors, settings,
         known_snapshot_vecs=known_vectors, known_links=links,
-        item_popularity=np.array([popularity.get(i, 0) for i in candidates], np.float32),
+        item_popularity=np.array([popularity.get(i, 0) for i in candidates], np.float32), domain_means=means,
     )
     best = ranked_indices(scores, settings, candidate_vectors)[0][:k]
     scores = scores[0]
@@ -471,7 +482,8 @@ def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None
         if known:
             known_vectors = np.stack([decode_vector(data) for data in known])
             query_links = np.ones((len(known), 1), np.float32)
-    expanded = expanded_item_queries(query[None], settings, known_vectors, query_links)[0]
+    means = domain_means(version)
+    expanded = expanded_item_queries(query[None], settings, known_vectors, query_links, means)[0]
     reference = hub_reference(version)
     filters = {"snapshot__look__style__name": style} if style else {}
     fetch = max(100, 10 * k)
@@ -484,7 +496,7 @@ def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None
         looks = [look_of[i] for i in candidates]
         scores = item_query_scores(query[None], np.stack([m.vector for m in matches]), looks, settings,
                                    known_snapshot_vecs=known_vectors, query_links=query_links,
-                                   hub_reference=reference)[0]
+                                   hub_reference=reference, domain_means=means)[0]
         ranked = ranked_looks(scores[None], looks)[0]
         if len(ranked) >= k or len(candidates) < fetch:
             # model instances for the k results only (one per candidate costs more than this second query)

@@ -6,7 +6,8 @@ import pytest
 from ml.evaluation.dataset import Look, LookDataset
 from ml.evaluation.protocols import SCORED_DIRECTIONS, build_tasks, evaluate
 from ml.retrieval.ranker import ScoringRanker
-from ml.retrieval.scoring import (ScoringSettings, item_query_scores, link_query_expansion,
+from ml.retrieval.scoring import (DomainMeans, ScoringSettings, centred_queries, expanded_item_queries,
+                                  item_query_scores, link_query_expansion, snapshot_queries,
                                   pool_by_look, ranked_indices, ranked_looks, score_matrix, snapshot_gallery_transfer,
                                   softmax_hubness)
 
@@ -299,3 +300,57 @@ def test_ranker_hub_reference_defaults_to_the_known_looks_items():
     given = np.stack([vecs["3_0_reco.jpg"]])
     other = ScoringRanker(vecs, ds, known_look_ids=[1], settings=st, hub_reference=given)
     np.testing.assert_allclose(other.hub_reference, given)
+
+
+def test_centred_queries_by_hand():
+    q = unit([1, 1])
+    own, other = np.array([0.0, 1.0], np.float32), np.array([0.5, 0.0], np.float32)
+    np.testing.assert_allclose(centred_queries(q, "off", own, other), q, atol=1e-6)
+    np.testing.assert_allclose(centred_queries(q, "centre", own, other), unit([0.7071068, 0.7071068 - 1]),
+                               atol=1e-6)
+    np.testing.assert_allclose(centred_queries(q, "translate", own, other),
+                               unit([0.7071068 + 0.5, 0.7071068 - 1]), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown centring mode 'middle'"):
+        centred_queries(q, "middle", own, other)
+
+
+def test_snapshot_centring_moves_only_the_query_and_changes_the_order():
+    """A snapshot query shares a direction with every snapshot (the mean); centred, what is left of it picks the
+    item, and the score is the plain cosine of the moved query with the gallery as stored."""
+    q = unit([1.0, 0.2, 0.0])
+    g = unit([1, 0, 0], [0, 1, 0.3])
+    means = DomainMeans(snapshot=np.array([0.9, 0, 0], np.float32), item=np.array([0, 0, 0.5], np.float32))
+    plain = score_matrix(q, g, ScoringSettings())
+    st = ScoringSettings(snapshot_centring="centre")
+    moved = snapshot_queries(q, st, means)
+    np.testing.assert_allclose(score_matrix(q, g, st, domain_means=means), moved @ g.T, atol=1e-6)
+    assert np.argmax(plain[0]) == 0 and np.argmax(moved @ g.T) == 1
+    # without the means (an older model) nothing moves
+    np.testing.assert_allclose(score_matrix(q, g, st), plain, atol=1e-6)
+
+
+def test_item_centring_moves_the_query_before_link_expansion():
+    q = unit([1, 1, 0])
+    known = unit([0, 0, 1])
+    links = np.ones((1, 1), np.float32)
+    means = DomainMeans(snapshot=np.array([0, 0, 0.2], np.float32), item=np.array([0.6, 0, 0], np.float32))
+    st = ScoringSettings(item_centring="centre", item_link_qe=1.0)
+    expected = link_query_expansion(centred_queries(q, "centre", means.item), known, links, 1.0)
+    np.testing.assert_allclose(expanded_item_queries(q, st, known, links, means), expected, atol=1e-6)
+    g = unit([1, 0, 0], [0, 1, 0])
+    np.testing.assert_allclose(item_query_scores(q, g, [1, 2], st, known_snapshot_vecs=known, query_links=links,
+                                                 domain_means=means), expected @ g.T, atol=1e-6)
+
+
+def test_ranker_domain_means_default_to_the_known_looks():
+    ds, vecs = tiny_dataset()
+    st = ScoringSettings(snapshot_centring="centre")
+    ranker = ScoringRanker(vecs, ds, known_look_ids=[1], settings=st)
+    np.testing.assert_allclose(ranker.domain_means.snapshot, vecs["1_0_part.jpg"])
+    np.testing.assert_allclose(ranker.domain_means.item, (vecs["1_0_reco.jpg"] + vecs["1_1_reco.jpg"]) / 2)
+    assert ScoringRanker(vecs, ds, known_look_ids=[1]).domain_means is None  # centring off: nothing computed
+    s2i = build_tasks(ds, {2, 3})[0]
+    q = np.stack([vecs[x.name] for x in s2i.queries])
+    g = np.stack([vecs[n] for n in s2i.gallery])
+    expected = snapshot_queries(q, st, ranker.domain_means) @ g.T
+    np.testing.assert_allclose(ranker.scores(s2i), expected, atol=1e-6)

@@ -66,7 +66,7 @@ class Command(BaseCommand):
                                   f"({len(test - excluded)} of them may have been trained on)")
             known = set(dataset.looks) - test
             return ScoringRanker(embed_dataset(dataset, embedder, progress=progress), dataset, known, post,
-                                 hub_reference=embedder.hub_reference)
+                                 hub_reference=embedder.hub_reference, domain_means=embedder.domain_means)
 
         try:
             result = run_evaluation(data, test_looks, factory, rankings_out=rankings, json_out=json, method=method)
