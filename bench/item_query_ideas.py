@@ -180,6 +180,20 @@ REGION_SETS = {"halves": {"top": slice(0, 5), "bottom": slice(4, 9)},
                "thirds": {"top": slice(0, 4), "middle": slice(2, 7), "bottom": slice(5, 9)}}
 
 
+def trained_folds(args, candidate: str) -> list[int]:
+    """The folds whose heads of `candidate` ("config:seed,seed") are all trained."""
+    config, seeds = candidate.split(":")
+    return [f for f in range(FOLDS) if all((run_dir(args.out, f, config, int(s)) / "vectors.pkl").exists()
+                                           for s in seeds.split(","))]
+
+
+def split_vectors(args, fold: int, candidate: str, split) -> dict:
+    """The fold's vectors for every image of `split` (zeros for an image the fold could not embed)."""
+    vectors = fold_vectors(args, fold, candidate)
+    zero = np.zeros(len(next(iter(vectors.values()))), np.float32)
+    return {n: vectors.get(n, zero) for n in images_to_embed(split)}
+
+
 def region_rows(args, dataset, pool, candidate, settings, regions: dict) -> dict:
     """item -> looks with region descriptors as extra photos of the held-out looks (module docstring)."""
     from ml.evaluation.dataset import Look, LookDataset
@@ -188,13 +202,10 @@ def region_rows(args, dataset, pool, candidate, settings, regions: dict) -> dict
     total = new_pool()
     split = subset_dataset(dataset, pool)
     config, seeds = candidate.split(":")
-    done = [f for f in range(FOLDS) if all((run_dir(args.out, f, config, int(s)) / "vectors.pkl").exists()
-                                           for s in seeds.split(","))]
+    done = trained_folds(args, candidate)
     for fold in done:
         known, held = fold_split(pool, fold)
-        vectors = fold_vectors(args, fold, candidate)
-        zero = np.zeros(len(next(iter(vectors.values()))), np.float32)
-        vectors = {n: vectors.get(n, zero) for n in images_to_embed(split)}
+        vectors = split_vectors(args, fold, candidate, split)
         snaps = [n for i in held for n in split.looks[i].snapshots if n in vectors]
         maps, _ = FeatureCache(args.cache, "lite2").features([dataset.root / n for n in snaps], progress=False)
         by_name = {Path(p).name: m for (p, _), m in maps.items()}
@@ -221,14 +232,10 @@ def region_rows(args, dataset, pool, candidate, settings, regions: dict) -> dict
 def pooled(args, dataset, pool, candidate, settings, transform=None, gap=None) -> dict:
     total = new_pool()
     split = subset_dataset(dataset, pool)
-    config, seeds = candidate.split(":")
-    done = [f for f in range(FOLDS) if all((run_dir(args.out, f, config, int(s)) / "vectors.pkl").exists()
-                                           for s in seeds.split(","))]
+    done = trained_folds(args, candidate)
     for fold in done:
         known, held = fold_split(pool, fold)
-        vectors = fold_vectors(args, fold, candidate)
-        zero = np.zeros(len(next(iter(vectors.values()))), np.float32)
-        vectors = {n: vectors.get(n, zero) for n in images_to_embed(split)}
+        vectors = split_vectors(args, fold, candidate, split)
         if args.flip_all:  # every row on top of flip at test time
             vectors = with_flip(vectors, flip_vectors(args, dataset, list(vectors), fold, candidate))
         if transform is not None:
