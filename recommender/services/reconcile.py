@@ -19,12 +19,13 @@ What it does, in order:
 4. pending descriptors sent long ago whose queue is empty (the message was lost with Redis, or with a worker
    killed outright) are sent again. Rows that are still on their way (their queue is not empty) are never sent
    twice: that is what kept a long re-embedding from flooding its queue with copies.
-5. the item IVFFlat index of each version in use is retrained when its ready rows have grown by half since it
+5. tagging sent long ago and never finished (its task lost with Redis, or with a worker killed on it) is sent
+   again while its queue is empty, a bounded number of times (resend_lost_tagging).
+6. the item IVFFlat index of each version in use is retrained when its ready rows have grown by half since it
    was trained (services.versions.maintain_item_index; a version being re-embedded has no vector indexes
    until it completes, when they are built on all its rows before the switch). This needs
    no broker, so it runs even while Redis is down; it runs last, because a retraining at 100k items takes a
    minute (REINDEX CONCURRENTLY: searches and writes go on meanwhile).
-(Between 4 and 5: tagging whose task was lost is sent again, a bounded number of times, `resend_lost_tagging`.)
 """
 import logging
 from datetime import timedelta
@@ -91,8 +92,7 @@ def reconcile() -> dict:
 def advance_jobs() -> dict:
     states = {}
     for job_id in ReembedJob.objects.filter(state=ReembedJob.State.RUNNING).values_list("id", flat=True):
-        job = finish_if_complete(job_id)
-        states[f"reembed {job_id}"] = job.state
+        states[f"reembed {job_id}"] = finish_if_complete(job_id).state
     for job in TrainingJob.objects.filter(state=TrainingJob.State.REEMBEDDING):
         states[f"training {job.id}"] = refresh_training_job(job).state
     for job_id, state in recover_stalled_jobs().items():  # their worker died; sent below when queued again

@@ -506,8 +506,10 @@ def queue_tagging(descriptors) -> int:
     look_ids = set(Look.objects.filter(id__in=list(rows_of_look), style__isnull=True).values_list("id", flat=True)
                    ) if rows_of_look else set()
     queued += [pk for look_id in look_ids for pk in rows_of_look[look_id]]
-    Descriptor.objects.filter(pk__in=[d.pk for d in descriptors], tagging_sent_at__isnull=False).exclude(
-        pk__in=queued).update(tagging_sent_at=None)  # tagged meanwhile (e.g. by `manage.py tag_categories`)
+    sent = set(queued)
+    done = [d.pk for d in descriptors if d.tagging_sent_at is not None and d.pk not in sent]
+    if done:  # outstanding, but tagged meanwhile (e.g. by `manage.py tag_categories`): nothing left to send
+        Descriptor.objects.filter(pk__in=done).update(tagging_sent_at=None)
     if not queued:
         return 0
     Descriptor.objects.filter(pk__in=queued).update(tagging_sent_at=timezone.now(),
