@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .batching import MicroBatcher
-from .images import ImageError, load_input_array
+from .images import INPUT_MEAN, INPUT_SCALE, ImageError, load_input_pixels
 
 __all__ = ["Embedder", "UntrainedEmbedder", "CGDEmbedder", "ModelDirError", "load_embedder", "default_cache_dir"]
 
@@ -51,21 +51,46 @@ class Embedder:
     model_batch_size: int = 8  # images per forward pass inside embed_batch (subclasses)
 
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
-        """(n, size, size, 3) preprocessed float32 -> (n, dim) float32, rows L2-normalised.
+        """(n, size, size, 3) model inputs -> (n, dim) float32, rows L2-normalised. The inputs are either the
+        preprocessed float32 arrays (``ml.images.load_input_array``) or the uint8 pixels they are made from
+        (``load_input_pixels``): those are normalised inside the graph, the same float32 values to the bit, so
+        both give the same descriptors; the pixels are a quarter of the bytes to decode into, stack and copy.
 
-        Subclasses set ``self._embed``: a compiled function from such a batch to the normalised descriptors."""
-        batch = np.asarray(batch, dtype=np.float32)
+        Subclasses call ``self._compile(forward)`` with their float32 batch -> descriptors function."""
+        batch = np.asarray(batch)
+        pixels = batch.dtype == np.uint8
+        if not pixels:
+            batch = batch.astype(np.float32, copy=False)
         if batch.ndim != 4 or batch.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(
                 f"{self.name}: expected a batch of shape (n, {self.input_size}, "
                 f"{self.input_size}, 3), got {batch.shape}")
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32)
+        embed = self._embed_pixels if pixels else self._embed
         # small forward batches use the CPU caches better (~25% less CPU per image
         # than one batch of 32 on the 2-core box); results do not depend on it
         step = max(1, int(self.model_batch_size))
-        outs = [self._embed(batch[i:i + step]).numpy() for i in range(0, len(batch), step)]
+        outs = [embed(batch[i:i + step]).numpy() for i in range(0, len(batch), step)]
         return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def _compile(self, forward) -> None:
+        """``self._embed`` (float32 inputs) and ``self._embed_pixels`` (uint8 pixels, normalised here as
+        ``ml.images.preprocess_array`` does: ``(x - 127) / 128``, exact in float32) from ``forward``, a function
+        of a float32 batch (n, size, size, 3) to its L2-normalised descriptors."""
+        import tensorflow as tf
+
+        size = self.input_size
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True)
+        def _embed(batch):
+            return forward(batch)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)], reduce_retracing=True)
+        def _embed_pixels(pixels):
+            return forward((tf.cast(pixels, tf.float32) - INPUT_MEAN) * INPUT_SCALE)
+
+        self._embed, self._embed_pixels = _embed, _embed_pixels
 
     query_batch_size: int = 8  # the most concurrent single-image queries one forward pass takes (embed_one)
     _batcher_lock = threading.Lock()
@@ -86,10 +111,11 @@ class Embedder:
         return batcher(np.asarray(image, dtype=np.float32))
 
     def _load(self, path, open_file=None) -> np.ndarray:
+        """The model's uint8 input pixels of a file (``embed_batch`` normalises them)."""
         if open_file is None:
-            return load_input_array(path, self.input_size)
+            return load_input_pixels(path, self.input_size)
         with open_file(path) as handle:  # e.g. a Django storage's file: no local path needed
-            return load_input_array(handle, self.input_size, name=path)
+            return load_input_pixels(handle, self.input_size, name=path)
 
     def embed_files(self, paths, batch_size: int = 32, progress: bool = False, open_file=None
                     ) -> tuple[list[str], np.ndarray, dict[str, str]]:
@@ -146,7 +172,7 @@ class Embedder:
                 bar.close()
 
     def _decode_batch(self, paths, open_file=None) -> tuple[np.ndarray | None, list[str], dict[str, str]]:
-        """Model inputs of a batch of files, stacked: ``(inputs, names of the files decoded, errors)``. A file that
+        """Model inputs (uint8 pixels) of a batch of files, stacked: ``(inputs, names of the files decoded, errors)``. A file that
         cannot be read or decoded lands in the errors with its message (in the decoder thread: never raises)."""
         arrays, names, errors = [], [], {}
         for p in paths:
@@ -183,17 +209,14 @@ class UntrainedEmbedder(Embedder):
         self.input_size = VARIANTS[variant].input_size
         cache_dir = default_cache_dir() if cache_dir is None else cache_dir
         self._features = feature_model(load_folded_imagenet_efficientnet_lite(variant, cache_dir))
-        size = self.input_size
         features = self._features
 
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
-                     reduce_retracing=True)
-        def _embed(batch):
+        def forward(batch):
             fmap = features(batch, training=False)
             pooled = tf.reduce_mean(fmap, axis=[1, 2])
             return tf.math.l2_normalize(pooled, axis=1, epsilon=1e-24)
 
-        self._embed = _embed
+        self._compile(forward)
 
 
 class ModelDirError(ValueError):
@@ -237,14 +260,12 @@ class CGDEmbedder(Embedder):
         self.hub_reference = self._hub_reference(model_dir)
         self.domain_means = self._domain_means(model_dir)
         self.name = f"cgd-{self.card.backbone or '?'}-{model_dir.name}"
-        size, model = self.input_size, self.model
+        model = self.model
 
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
-                     reduce_retracing=True)
-        def _embed(batch):
+        def forward(batch):
             return tf.math.l2_normalize(model(batch, training=False), axis=1, epsilon=1e-24)
 
-        self._embed = _embed
+        self._compile(forward)
 
 
     def _domain_means(self, model_dir: Path):

@@ -4,6 +4,12 @@
 ``PIL.Image`` with EXIF orientation applied, or raises :class:`ImageError`
 with a message naming the file and the problem.  ``to_input_array`` turns it
 into the float32 model input the EfficientNet-Lite ImageNet weights expect.
+
+The model input is made in two steps: ``to_input_pixels`` (the resized uint8
+pixels) and ``preprocess_array`` (``(x - 127) / 128`` in float32).  The
+pipeline's decoder stops after the first (``load_input_pixels``): a quarter of
+the bytes to stack and hand over, and the normalisation runs inside the
+model's graph (``ml.embedding``), the same float32 values to the bit.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ __all__ = [
     "load_rgb",
     "to_input_array",
     "load_input_array",
+    "load_input_pixels",
+    "to_input_pixels",
     "preprocess_array",
     "INPUT_MEAN",
     "INPUT_SCALE",
@@ -195,9 +203,9 @@ def preprocess_array(rgb_uint8: np.ndarray) -> np.ndarray:
     return x
 
 
-def to_input_array(img: Image.Image, size: int) -> np.ndarray:
+def to_input_pixels(img: Image.Image, size: int) -> np.ndarray:
     """Resize the WHOLE image to ``size`` x ``size`` (bilinear, no crop, aspect not
-    kept, so the full item stays in view) and normalise: float32 (size, size, 3)."""
+    kept, so the full item stays in view): uint8 RGB (size, size, 3), not normalised."""
     if img.format == "JPEG" and len(getattr(img, "tile", ()) or ()) == 1:
         # not decoded yet (a bare Image.open): let libjpeg downscale by 1/2..1/8
         # while both sides stay >= size.  No-op for loaded images (load_rgb output).
@@ -209,15 +217,28 @@ def to_input_array(img: Image.Image, size: int) -> np.ndarray:
         img = _to_rgb(img)
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
-    return preprocess_array(np.asarray(img))
+    return np.asarray(img)
+
+
+def to_input_array(img: Image.Image, size: int) -> np.ndarray:
+    """The model input of an image: ``to_input_pixels`` normalised by ``preprocess_array``, float32
+    (size, size, 3)."""
+    return preprocess_array(to_input_pixels(img, size))
+
+
+def load_input_pixels(source, size: int, name=None) -> np.ndarray:
+    """The resized uint8 pixels of an image file (path or binary file object) that ``load_input_array``
+    normalises: ``to_input_pixels(load_rgb(source, name, draft_size=size), size)``, resized before the file is
+    closed, so no pixel copy."""
+    label = _display_name(source, name)
+    img, fh = _open(source, label)
+    try:
+        return to_input_pixels(_decode_rgb(img, label, size), size)
+    finally:
+        fh.close()
 
 
 def load_input_array(source, size: int, name=None) -> np.ndarray:
     """``to_input_array(load_rgb(source, name, draft_size=size), size)``: the model input of an image file (path
-    or binary file object), the same array to the bit; resized before the file is closed, so no pixel copy."""
-    label = _display_name(source, name)
-    img, fh = _open(source, label)
-    try:
-        return to_input_array(_decode_rgb(img, label, size), size)
-    finally:
-        fh.close()
+    or binary file object), the same array to the bit (``preprocess_array(load_input_pixels(...))``)."""
+    return preprocess_array(load_input_pixels(source, size, name))

@@ -294,6 +294,28 @@ def test_embed_batch_is_normalised_gap(embedder, lite0):
         embedder.embed_batch(np.zeros((1, 100, 100, 3), np.float32))
 
 
+def test_embed_batch_of_uint8_pixels_is_the_float_input_to_the_bit(embedder, tmp_path):
+    """The pipeline hands the model uint8 pixels (normalised inside the graph); the query path hands it the
+    float32 input of ml.images.to_input_array. Both give the same descriptors, to the bit, for real photos."""
+    from ml.images import load_input_array, load_input_pixels
+
+    paths = []
+    for name in ["chelsea", "coffee", "astronaut"]:
+        p = tmp_path / f"{name}.jpg"
+        Image.fromarray(getattr(skdata, name)()).convert("RGB").save(p, quality=90)
+        paths.append(p)
+    pixels = np.stack([load_input_pixels(p, 224) for p in paths])
+    floats = np.stack([load_input_array(p, 224) for p in paths])
+    assert pixels.dtype == np.uint8 and floats.dtype == np.float32
+    from_pixels, from_floats = embedder.embed_batch(pixels), embedder.embed_batch(floats)
+    assert from_pixels.shape == (3, 1280)
+    np.testing.assert_array_equal(from_pixels, from_floats)
+    np.testing.assert_array_equal(embedder.embed_files(paths)[1], from_floats)  # the decoder thread's path
+    assert np.abs(from_floats[0] - from_floats[1]).max() > 0.01  # not a constant
+    with pytest.raises(ValueError):
+        embedder.embed_batch(np.zeros((1, 100, 100, 3), np.uint8))
+
+
 def test_embed_files_skips_bad_files(embedder, tmp_path):
     paths = []
     for i, name in enumerate(["chelsea", "coffee", "astronaut"]):

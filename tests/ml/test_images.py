@@ -12,7 +12,9 @@ from ml.images import (
     MAX_PIXELS,
     ImageError,
     load_input_array,
+    load_input_pixels,
     load_rgb,
+    preprocess_array,
     to_input_array,
 )
 
@@ -228,7 +230,8 @@ def test_exif_orientation(tmp_path, orientation):
 @pytest.mark.parametrize("orientation", [1, 6])
 def test_load_input_array_is_load_rgb_then_to_input_array(tmp_path, orientation):
     """The worker's and evaluate_cgd's one-pass decode (no pixel copies) gives the same array to the bit as the
-    two public steps, for upright and EXIF-rotated JPEGs, RGBA PNGs, from paths and file objects."""
+    two public steps, for upright and EXIF-rotated JPEGs, RGBA PNGs, from paths and file objects; the pipeline's
+    uint8 pixels (load_input_pixels) are that array before its normalisation."""
     rng = np.random.default_rng(orientation)
     img = Image.fromarray(rng.integers(0, 256, (333, 400, 3), dtype=np.uint8))
     exif = Image.Exif()
@@ -242,6 +245,9 @@ def test_load_input_array_is_load_rgb_then_to_input_array(tmp_path, orientation)
             assert np.array_equal(load_input_array(path, size), expected)
             with open(path, "rb") as handle:
                 assert np.array_equal(load_input_array(handle, size, name="x"), expected)
+            pixels = load_input_pixels(path, size)
+            assert pixels.dtype == np.uint8 and pixels.shape == (size, size, 3)
+            assert np.array_equal(preprocess_array(pixels), expected)  # the pipeline's input, normalised later
     upright = load_rgb(jpeg)
     assert upright.size == ((400, 333) if orientation == 1 else (333, 400))
     assert getattr(upright, "fp", None) is None  # independent of the file, as documented
