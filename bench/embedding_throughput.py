@@ -9,8 +9,10 @@ batched forward pass, measured in the same run, and where the time goes.
 Runs on its own data directory (var/bench) and Redis port, so it never touches the platform's data. For the
 model (the untrained Lite0 by default, or a trained model directory with --model):
 1. limit: the model's batched forward pass on images decoded beforehand (`Embedder.embed_batch`, batches of
-   32), after a warm-up, before and after the pipeline (the mean is the limit);
-2. parts: single-threaded decode through the storage API, and the database write of a batch, per image;
+   32, float32 inputs), after a warm-up, before and after the pipeline (the mean is the limit), with the
+   worker's TensorFlow thread pools (settings.WORKER_TF_*_THREADS);
+2. parts: single-threaded decode through the storage API (to the uint8 pixels the worker hands the model), and
+   the database write of a batch, per image;
 3. pipeline: imports the sample catalogue with no worker running (the tasks wait in Redis), then starts one
    real Celery worker (as `make run` does) and times it until every descriptor is stored: the steady-state
    rate (first batch stored -> last), its ratio to the limit, and the worker's peak resident memory (main
@@ -102,17 +104,18 @@ def measure_parts(embedder, descriptors) -> dict:
 
     from django.utils import timezone
 
-    from ml.images import load_input_array
+    from ml.images import load_input_pixels, preprocess_array
     from recommender.models import Descriptor
     from recommender.services.embedding import store_vectors
 
     fields = [d.image_owner.image for d in descriptors]
     started = time.perf_counter()
-    arrays = []
-    for field in fields:
+    pixels = []
+    for field in fields:  # as the worker's decoder thread does (the model normalises the pixels)
         with field.storage.open(field.name, "rb") as handle:
-            arrays.append(load_input_array(handle, embedder.input_size, name=field.name))
+            pixels.append(load_input_pixels(handle, embedder.input_size, name=field.name))
     decode = (time.perf_counter() - started) / len(fields)
+    arrays = [preprocess_array(p) for p in pixels]  # the limit: the model alone, on its float32 inputs
     vectors = np.concatenate([embedder.embed_batch(np.stack(arrays[i:i + 32])) for i in range(0, len(arrays), 32)])
     for descriptor, vector in zip(descriptors, vectors):
         descriptor.embedding = vector
@@ -157,6 +160,7 @@ def main() -> None:
         from django.conf import settings
 
         from fashionsite.celery import app
+        from ml.embedding import set_tf_threads
         from recommender.embedders import get_embedder
         from recommender.models import Descriptor, Item, Look, ModelVersion, ReembedJob
         from recommender.services.catalogue import entries_from_folder, import_entries
@@ -164,6 +168,9 @@ def main() -> None:
         from recommender.services.reembedding import describe_missing_images, start_reembedding
         from recommender.services.versions import DEFAULT_VERSION, activate, missing_vector_indexes, register_version
 
+        # the limit runs with the worker's TensorFlow thread pools (recommender.tasks.load_active_model)
+        threads = (settings.WORKER_TF_INTRA_OP_THREADS, settings.WORKER_TF_INTER_OP_THREADS)
+        set_tf_threads(*threads)
         app.control.purge()
         ReembedJob.objects.all().delete()
         Descriptor.objects.all().delete()
@@ -252,7 +259,8 @@ def main() -> None:
         forward_cpu = (cpu_before + cpu_after) / 2
         failed = Descriptor.objects.filter(status=Descriptor.Status.FAILED).count()
         steady = (total - first_ready_at[1]) / (finished - first_ready_at[0])
-        print(f"model: {version.name} ({version.dim}-d, {version.spec}); load average now (1/5/15 min): "
+        print(f"model: {version.name} ({version.dim}-d, {version.spec}); TensorFlow threads (intra-op, inter-op; "
+              f"0: one per core) {threads}, in the worker and here; load average now (1/5/15 min): "
               + " ".join(f"{x:.2f}" for x in os.getloadavg()))
         print(f"limit, the model's batched forward pass (batches of 32, decoded beforehand): {limit:.1f} images/s "
               f"(before the pipeline {limit_before:.1f}, after {limit_after:.1f})")

@@ -132,6 +132,11 @@ MODEL_CACHE_DIR = DATA_DIR / "models"
 # sharing passes saved ~8 % of the model's CPU per image but no measurable CPU per request under load, and it
 # queues a process's queries behind one another (docs/RESULTS.md, "Issue 10: load (session 9)").
 QUERY_BATCH_SIZE = int(os.environ.get("FASHIONSITE_QUERY_BATCH", "1"))
+# TensorFlow's thread pools in each Celery worker process (ml.embedding.set_tf_threads; 0: one thread per core).
+# One inter-op thread: the model is a chain of operations, and a second pool would compete for the cores with
+# the image decoder and the descriptor writer that overlap each forward pass (docs/RESULTS.md, issue 9 point 5).
+WORKER_TF_INTRA_OP_THREADS = int(os.environ.get("FASHIONSITE_WORKER_TF_INTRA_OP_THREADS", "0"))
+WORKER_TF_INTER_OP_THREADS = int(os.environ.get("FASHIONSITE_WORKER_TF_INTER_OP_THREADS", "1"))
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -21,7 +21,8 @@ import numpy as np
 from .batching import MicroBatcher
 from .images import INPUT_MEAN, INPUT_SCALE, ImageError, load_input_pixels
 
-__all__ = ["Embedder", "UntrainedEmbedder", "CGDEmbedder", "ModelDirError", "load_embedder", "default_cache_dir"]
+__all__ = ["Embedder", "UntrainedEmbedder", "CGDEmbedder", "ModelDirError", "load_embedder", "default_cache_dir",
+           "set_tf_threads"]
 
 
 DECODE_AHEAD = 2
@@ -32,6 +33,26 @@ def default_cache_dir() -> Path:
     """``$FASHIONSITE_ML_CACHE`` or ``~/.cache/fashionsite-ml``."""
     env = os.environ.get("FASHIONSITE_ML_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "fashionsite-ml"
+
+
+def set_tf_threads(intra_op: int = 0, inter_op: int = 0) -> bool:
+    """Sizes TensorFlow's two thread pools in this process (0: TensorFlow's default, one thread per core):
+    ``intra_op`` threads share one operation (a convolution), ``inter_op`` threads run independent operations
+    at once. It takes effect only before TensorFlow runs anything in the process (call it before the first
+    model loads); returns False, changing nothing, when it is too late.
+
+    The embedding worker uses one inter-op thread: EfficientNet is a chain of operations with little to run side
+    by side, and a second pool of runnable threads only competes for the cores with the image decoder and the
+    descriptor writer that overlap the forward pass (docs/RESULTS.md, issue 9 point 5)."""
+    from . import backbones  # noqa: F401 - TensorFlow's oneDNN switch, read when TensorFlow is first imported
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(intra_op))
+        tf.config.threading.set_inter_op_parallelism_threads(int(inter_op))
+    except RuntimeError:  # TensorFlow is already initialised: its pools keep their sizes
+        return False
+    return True
 
 
 def _l2_normalise(v: np.ndarray) -> np.ndarray:

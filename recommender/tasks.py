@@ -50,9 +50,15 @@ def reconcile():
 
 @worker_process_init.connect
 def load_active_model(**_):
-    """Loads (and warms up) the active model in each worker process after the fork, not per task."""
+    """Sizes TensorFlow's thread pools (settings.WORKER_TF_*_THREADS), then loads (and warms up) the active model
+    in each worker process after the fork, not per task."""
+    from django.conf import settings
+
+    from ml.embedding import set_tf_threads
     from recommender.embedders import get_embedder
     from recommender.services.versions import active_version
+
+    set_tf_threads(settings.WORKER_TF_INTRA_OP_THREADS, settings.WORKER_TF_INTER_OP_THREADS)
 
     try:
         get_embedder(active_version())

@@ -27,8 +27,9 @@ from recommender.signals import descriptors_ready
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE = 64  # images per task message (the model runs them in forward steps of 8: decode, forward and write
-# overlap inside a task, so what does not overlap is paid once per task: the first step's decode, the last write)
+BATCH_SIZE = 128  # images per task message (the model runs them in forward steps of 8: decode, forward and write
+# overlap inside a task, so what does not overlap is paid once per task: its queries, the first step's decode,
+# the last write, the writer's connection; 128 rather than 64 halves that share, docs/RESULTS.md issue 9 point 5)
 
 # A worker starts on an image at most this many times: an image whose task kills its worker (or fails) again
 # and again is then marked failed instead of blocking its queue.

@@ -46,8 +46,8 @@ from recommender.services.versions import maintain_item_index
 logger = logging.getLogger(__name__)
 
 LOCK_KEY = 0x6661_7368  # pg advisory lock: one reconciler at a time
-MAX_QUEUED_BATCHES = 200  # bulk queue depth the reconciler fills up to (12,800 images: minutes of work)
-MAX_SENT_PER_RUN = 200  # batches per queue per run: a run stays short; the next one goes on
+MAX_QUEUED_BATCHES = 100  # bulk queue depth the reconciler fills up to (12,800 images: minutes of work)
+MAX_SENT_PER_RUN = 100  # batches per queue per run: a run stays short; the next one goes on
 STALE_AFTER = timedelta(minutes=2)  # a sent row not done by then, with its queue empty, was lost
 RETRY_FAILED_AFTER = timedelta(minutes=2)
 TRAINING_STALE_AFTER = timedelta(minutes=10)
