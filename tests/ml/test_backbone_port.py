@@ -316,6 +316,18 @@ def test_embed_batch_of_uint8_pixels_is_the_float_input_to_the_bit(embedder, tmp
         embedder.embed_batch(np.zeros((1, 100, 100, 3), np.uint8))
 
 
+def test_set_tf_threads_is_refused_once_tensorflow_runs(embedder):
+    """The worker sizes TensorFlow's pools before its first model; after that the sizes cannot change, and the
+    call says so instead of pretending."""
+    import tensorflow as tf
+
+    from ml.embedding import set_tf_threads
+
+    before = tf.config.threading.get_inter_op_parallelism_threads()
+    assert set_tf_threads(0, before + 1) is False
+    assert tf.config.threading.get_inter_op_parallelism_threads() == before
+
+
 def test_embed_files_skips_bad_files(embedder, tmp_path):
     paths = []
     for i, name in enumerate(["chelsea", "coffee", "astronaut"]):
