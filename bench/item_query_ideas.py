@@ -29,7 +29,12 @@ cached feature maps (var/models/features), so every row costs seconds to minutes
 * `neighbours` (session 11): item-side transfer for new products: an item query no known look links borrows the
   known snapshots of its `k` nearest known items (cosine-weighted mean of their look-linked snapshots, weight `w`);
 * `knobs` (session 11): the recipe's knobs re-tuned one at a time from the default (`--knob name=v1,v2 ...`);
-* `grid` (session 11): every combination of `--grid name=v1,v2 ...` (the default's other knobs kept).
+* `grid` (session 11): every combination of `--grid name=v1,v2 ...` (the default's other knobs kept);
+* `reselect` (session 11): does re-choosing look transfer and popularity on a small split help? For each test fold,
+  the look-transfer and popularity search `select_postprocessing` ran through session 10 (its grid, its 3 %
+  rule) run on ONE other fold's
+  held-out looks (about as many as the val model's 60-look inner split), its choice scored on the test fold, beside
+  the default scored there; the mean over the 20 (test, selection) pairs, pooled as the other rows.
 
 `--flip-all` puts every row on top of flip at test time.
 
@@ -263,6 +268,49 @@ def parse_knob(text: str) -> tuple[str, list]:
     return name, [cast(v) for v in values.split(",")]
 
 
+def reselection_rows(args, dataset, pool, candidate, settings) -> tuple[dict, dict, list]:
+    """(default, re-selected, choices): the `reselect` idea of the module docstring."""
+    import json
+
+    split = subset_dataset(dataset, pool)
+    done = trained_folds(args, candidate)
+    vectors = {f: split_vectors(args, f, candidate, split) for f in done}
+    cache: dict = {}
+
+    def metrics(fold: int, st) -> dict:
+        key = (fold, json.dumps(st.to_dict(), sort_keys=True))
+        if key not in cache:
+            known, held = fold_split(pool, fold)
+            cache[key] = evaluate_vectors(split, vectors[fold], held, known, st)
+        return cache[key]
+
+    def s2i(m, name):
+        return m["snapshot_to_items"][name] or 0.0
+
+    def select(fold: int):
+        best = settings
+        for changes in ([dict(lt_weight=w, lt_top_k=k, lt_reduce=r) for w in (0.0, 0.3, 0.5, 0.7, 0.85)
+                         for k in (5, 10, 20, 50) for r in ("max", "weighted")]
+                        + [dict(pop_weight=pw) for pw in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)]):
+            st = replace(best, **changes)
+            new, old = metrics(fold, st), metrics(fold, best)
+            if (s2i(new, "mAP@100") > s2i(old, "mAP@100") * 1.03 + 1e-9
+                    and s2i(new, "hit@6") >= s2i(old, "hit@6") - 1e-9):
+                best = st
+        return best
+
+    default_total, chosen_total, choices = new_pool(), new_pool(), []
+    for test in done:
+        for other in done:
+            if other == test:
+                continue
+            st = select(other)
+            choices.append((test, other, st.lt_weight, st.lt_top_k, st.lt_reduce, st.pop_weight))
+            add_to_pool(default_total, metrics(test, settings))
+            add_to_pool(chosen_total, metrics(test, st))
+    return pool_means(default_total), pool_means(chosen_total), choices
+
+
 DATASET = None
 
 REGION_SETS = {"halves": {"top": slice(0, 5), "bottom": slice(4, 9)},
@@ -494,6 +542,12 @@ def main() -> None:
                 label = ", ".join(f"{n} = {v}" for n, v in changes.items())
                 print(labelled_row(args, f"{model}, {label}",
                                    pooled(args, dataset, pool, model, replace(base, **changes))), flush=True)
+        if "reselect" in args.ideas:
+            default, chosen, choices = reselection_rows(args, dataset, pool, model, base)
+            print(row(f"{model}, the default on each test fold (20 pairs)", default), flush=True)
+            print(row(f"{model}, re-selected on one other fold, scored on the test fold (20 pairs)", chosen), flush=True)
+            for c in choices:
+                print(f"    test fold {c[0]}, selected on fold {c[1]}: lt {c[2]} / top-{c[3]} / {c[4]}, pop {c[5]}")
         if "pooling" in args.ideas:
             import ml.retrieval.scoring as scoring
 
