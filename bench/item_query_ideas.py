@@ -34,7 +34,8 @@ cached feature maps (var/models/features), so every row costs seconds to minutes
   the look-transfer and popularity search `select_postprocessing` ran through session 10 (its grid, its 3 %
   rule) run on ONE other fold's
   held-out looks (about as many as the val model's 60-look inner split), its choice scored on the test fold, beside
-  the default scored there; the mean over the 20 (test, selection) pairs, pooled as the other rows.
+  the default scored there; the mean over the 20 (test, selection) pairs, pooled as the other rows;
+* `perfold` (session 11): snapshot -> items fold by fold for every combination of `--grid` (how certain a choice is).
 
 `--flip-all` puts every row on top of flip at test time.
 
@@ -548,6 +549,19 @@ def main() -> None:
             print(row(f"{model}, re-selected on one other fold, scored on the test fold (20 pairs)", chosen), flush=True)
             for c in choices:
                 print(f"    test fold {c[0]}, selected on fold {c[1]}: lt {c[2]} / top-{c[3]} / {c[4]}, pop {c[5]}")
+        if "perfold" in args.ideas:
+            import itertools
+
+            split = subset_dataset(dataset, pool)
+            knobs = [parse_knob(text) for text in args.grid]
+            for fold in trained_folds(args, model):
+                known, held = fold_split(pool, fold)
+                vectors = split_vectors(args, fold, model, split)
+                for values in itertools.product(*(v for _, v in knobs)):
+                    changes = {name: value for (name, _), value in zip(knobs, values)}
+                    m = evaluate_vectors(split, vectors, held, known, replace(base, **changes))["snapshot_to_items"]
+                    print(f"    fold {fold}, {', '.join(f'{n} = {v}' for n, v in changes.items())}: s->i "
+                          f"{m['mAP@100']:.4f} / {m['hit@6']:.3f}", flush=True)
         if "pooling" in args.ideas:
             import ml.retrieval.scoring as scoring
 
