@@ -238,20 +238,28 @@ def descriptor_of(kind: str, image_id: int, version: ModelVersion | None = None)
     return None if row is None else decode_vector(row)
 
 
+def _ready_vectors(kind: str, ids, version: ModelVersion) -> dict[int, np.ndarray]:
+    """{image id: ready descriptor under the version} for those of the given images (one kind) that have one:
+    one query on the (version, image) unique index, rows in binary (`_fetch`), nothing kept in the process."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    ready = Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY, **{f"{kind}_id__in": ids})
+    return {image_id: decode_vector(data)
+            for image_id, data in _fetch(ready.values_list(f"{kind}_id", VectorBytes("embedding")))}
+
+
 def _vectors(kind: str, ids, version: ModelVersion) -> np.ndarray:
-    """The ready descriptors of the given images (one kind), stacked in the order of `ids`: one query on the
-    (version, image) unique index, nothing kept in the process. KeyError names any image without one."""
+    """The ready descriptors of the given images (one kind), stacked in the order of `ids`. KeyError names any
+    image without one."""
     ids = list(ids)
     if not ids:
         return np.zeros((0, version.dim), np.float32)
-    found = dict(
-        Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY, **{f"{kind}_id__in": ids})
-        .values_list(f"{kind}_id", VectorBytes("embedding"))
-    )
+    found = _ready_vectors(kind, ids, version)
     missing = [image_id for image_id in ids if image_id not in found]
     if missing:
         raise KeyError(f"no ready {kind} descriptor under {version.name} for ids {missing[:10]}")
-    return np.stack([decode_vector(found[image_id]) for image_id in ids])
+    return np.stack([found[image_id] for image_id in ids])
 
 
 @dataclass(frozen=True)
@@ -403,11 +411,7 @@ def _linked_items(snapshot_ids, candidates, version: ModelVersion, item_filter: 
         items_of_snapshot.setdefault(snapshot_id, set()).add(item_id)
     known = set(candidates)
     new_ids = sorted({item_id for ids in items_of_snapshot.values() for item_id in ids} - known)
-    if not new_ids:
-        return items_of_snapshot, {}
-    ready = Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY, item_id__in=new_ids)
-    rows = _fetch(ready.values_list("item_id", VectorBytes("embedding")))
-    return items_of_snapshot, {item_id: decode_vector(data) for item_id, data in rows}
+    return items_of_snapshot, _ready_vectors("item", new_ids, version)
 
 
 def _popularity(item_ids) -> dict[int, int]:
