@@ -48,19 +48,8 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 control_socket_disable = True
 
 
-# How long a request thread may hold the GIL while another one waits for it (Python's default: 5 ms). A search
-# hands the GIL over at every Postgres round trip and forward pass, and the thread coming back waits up to this
-# long for it: at 5 ms the worker answered bench/load.py on 1.46-1.54 of the 2 cores at 29 requests/s, not
-# CPU-bound; at 1 ms on 1.70 (docs/RESULTS.md, "Issue 10: load, session 11").
-switch_interval = float(os.environ.get("FASHIONSITE_WEB_SWITCH_INTERVAL", "0.001"))
-
-
 def post_worker_init(worker):
-    """In each worker, after the fork and after the app is loaded: the GIL's switch interval; load and warm the
-    active model."""
-    import sys
-
-    sys.setswitchinterval(switch_interval)
+    """In each worker, after the fork and after the app is loaded: load and warm the active model."""
     if os.environ.get("FASHIONSITE_WARM_MODEL", "1") != "1":
         return
     from recommender.apps import warm_up_active_model

@@ -146,7 +146,6 @@ def test_gunicorn_loads_the_app_and_the_model_in_each_worker_after_the_fork(monk
     assert config.preload_app is False and config.worker_class_str == "gthread"
     assert config.workers == 1 and config.threads >= 2 and config.max_requests == 0
     assert "warm_up_active_model" in namespace["post_worker_init"].__code__.co_names
-    assert "setswitchinterval" in namespace["post_worker_init"].__code__.co_names and namespace["switch_interval"] == 0.001
     config, _ = _gunicorn_config(monkeypatch, FASHIONSITE_WEB_WORKERS="3")
     assert config.workers == 3 and config.max_requests > 0 and config.max_requests_jitter > 0
 
