@@ -39,7 +39,9 @@ from ml.evaluation.pipeline import images_to_embed  # noqa: E402
 from ml.training import DEFAULT_POSTPROCESSING, TrainConfig, evaluate_vectors, subset_dataset, train  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "musinsa"
-CONFIGS = {"frozen": {}, "ft": {"fine_tune_last_stage": True}}
+CONFIGS = {"frozen": {}, "ft": {"fine_tune_last_stage": True},
+           "xm": {"loss": "arcface+classification+cross_modal"},  # session 11: + the cross-modal loss
+           "xm03": {"loss": "arcface+classification+cross_modal", "loss_options": {"weights": {"cross_modal": 0.3}}}}
 DIRECTIONS = ("snapshot_to_items", "snapshot_to_unseen_items", "item_to_snapshots", "item_to_looks",
               "unseen_item_to_looks")
 FOLDS = 5

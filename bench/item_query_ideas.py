@@ -23,6 +23,20 @@ cached feature maps (var/models/features), so every row costs seconds to minutes
 * `antihub` (session 10): the item hubness clipped below at a quantile of the known snapshots' own hubness, so
   that photos no reference item resembles (anti-hubs) are not promoted.
 
+* `partial` (session 11): snapshot queries centred (or translated) with a strength beta < 1 (q - beta * mu);
+* `s2ihub` (session 11): for snapshot queries, each gallery item's score lowered by `w * tau * log sum exp(<i, s> /
+  tau)` over the known snapshots (the inverted softmax, mirror of the item-query hubness), after the recipe;
+* `neighbours` (session 11): item-side transfer for new products: an item query no known look links borrows the
+  known snapshots of its `k` nearest known items (cosine-weighted mean of their look-linked snapshots, weight `w`);
+* `knobs` (session 11): the recipe's knobs re-tuned one at a time from the default (`--knob name=v1,v2 ...`);
+* `grid` (session 11): every combination of `--grid name=v1,v2 ...` (the default's other knobs kept);
+* `reselect` (session 11): does re-choosing look transfer and popularity on a small split help? For each test fold,
+  the look-transfer and popularity search `select_postprocessing` ran through session 10 (its grid, its 3 %
+  rule) run on ONE other fold's
+  held-out looks (about as many as the val model's 60-look inner split), its choice scored on the test fold, beside
+  the default scored there; the mean over the 20 (test, selection) pairs, pooled as the other rows;
+* `perfold` (session 11): snapshot -> items fold by fold for every combination of `--grid` (how certain a choice is).
+
 `--flip-all` puts every row on top of flip at test time.
 
 Rows are pooled over the folds as `bench/inner_kfold.py` pools them (same folds, same held-out looks), with
@@ -174,6 +188,130 @@ def clipped_hubness(quantile: float):
     return original, hub, per_fold
 
 
+def partial_centring(beta: float):
+    """``centred_queries`` with strength ``beta``: q - beta * mean(own) (+ beta * mean(other) to translate)."""
+    import ml.retrieval.scoring as scoring
+
+    original = scoring.centred_queries
+
+    def centred(query_vecs, mode, own_mean=None, other_mean=None):
+        scale = lambda m: None if m is None else beta * np.asarray(m, np.float32)  # noqa: E731
+        return original(query_vecs, mode, scale(own_mean), scale(other_mean))
+
+    return original, centred
+
+
+def snapshot_query_hubness(weight: float, temperature: float):
+    """The ranker's snapshot -> items scores minus ``weight`` times each gallery item's inverted-softmax hubness
+    against the known snapshots (patched into ``ml.retrieval.ranker``: only snapshot queries use it there)."""
+    import ml.retrieval.ranker as ranker
+    from ml.retrieval.scoring import softmax_hubness as hub
+
+    original = ranker.score_matrix
+
+    def scored(q, g, s=None, known_snapshot_vecs=None, **kwargs):
+        out = original(q, g, s, known_snapshot_vecs=known_snapshot_vecs, **kwargs)
+        if known_snapshot_vecs is None or len(known_snapshot_vecs) == 0 or weight <= 0:
+            return out
+        return (out - weight * hub(g, normalise(known_snapshot_vecs), temperature)[None, :]).astype(np.float32)
+
+    return original, scored
+
+
+def neighbour_expansion(weight: float, k: int):
+    """Item-side transfer for new products (``expanded_item_queries`` patched; per-fold state set by the returned
+    transform): an item query no known snapshot wears gets ``+ weight * sum_j c_j m_j / sum_j c_j`` over its ``k``
+    nearest known items ``j`` (``c_j`` their cosine to the query, floored at 0; ``m_j`` the mean of the known
+    snapshots whose looks link ``j``)."""
+    import ml.retrieval.scoring as scoring
+
+    original = scoring.expanded_item_queries
+    state: dict = {}
+
+    def expanded(query_item_vecs, settings=None, known_snapshot_vecs=None, query_links=None, domain_means=None):
+        q = original(query_item_vecs, settings, known_snapshot_vecs, query_links, domain_means)
+        if weight <= 0 or query_links is None or not state:
+            return q
+        links = query_links.toarray() if hasattr(query_links, "toarray") else np.asarray(query_links)
+        new = np.flatnonzero(links.sum(axis=0) == 0)
+        if len(new) == 0:
+            return q
+        raw = normalise(query_item_vecs)[new]
+        sims = raw @ state["items"].T
+        top = np.argsort(-sims, axis=1)[:, :k]
+        c = np.maximum(np.take_along_axis(sims, top, axis=1), 0.0)
+        borrowed = (c[:, :, None] * state["means"][top]).sum(axis=1) / np.maximum(c.sum(axis=1), 1e-6)[:, None]
+        q = q.copy()
+        q[new] = normalise(q[new] + weight * borrowed)
+        return q
+
+    def per_fold(vectors, known, fold, dataset=None):
+        worn: dict = {}
+        for i in known:
+            look = DATASET.looks[i]
+            snaps = [vectors[n] for n in look.snapshots if n in vectors]
+            for key in look.items:
+                worn.setdefault(DATASET.item_name(key), []).extend(snaps)
+        names = sorted(n for n in worn if n in vectors and worn[n])
+        state["items"] = normalise(np.stack([vectors[n] for n in names]))
+        state["means"] = np.stack([np.mean(worn[n], axis=0) for n in names]).astype(np.float32)
+        return vectors
+
+    per_fold.per_fold = True
+    return original, expanded, per_fold
+
+
+def parse_knob(text: str) -> tuple[str, list]:
+    """``name=v1,v2`` -> (name, values), values typed as the default's field."""
+    name, values = text.split("=", 1)
+    kind = type(getattr(DEFAULT_POSTPROCESSING, name))
+    cast = (lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind
+    return name, [cast(v) for v in values.split(",")]
+
+
+def reselection_rows(args, dataset, pool, candidate, settings) -> tuple[dict, dict, list]:
+    """(default, re-selected, choices): the `reselect` idea of the module docstring."""
+    import json
+
+    split = subset_dataset(dataset, pool)
+    done = trained_folds(args, candidate)
+    vectors = {f: split_vectors(args, f, candidate, split) for f in done}
+    cache: dict = {}
+
+    def metrics(fold: int, st) -> dict:
+        key = (fold, json.dumps(st.to_dict(), sort_keys=True))
+        if key not in cache:
+            known, held = fold_split(pool, fold)
+            cache[key] = evaluate_vectors(split, vectors[fold], held, known, st)
+        return cache[key]
+
+    def s2i(m, name):
+        return m["snapshot_to_items"][name] or 0.0
+
+    def select(fold: int):
+        best = settings
+        for changes in ([dict(lt_weight=w, lt_top_k=k, lt_reduce=r) for w in (0.0, 0.3, 0.5, 0.7, 0.85)
+                         for k in (5, 10, 20, 50) for r in ("max", "weighted")]
+                        + [dict(pop_weight=pw) for pw in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)]):
+            st = replace(best, **changes)
+            new, old = metrics(fold, st), metrics(fold, best)
+            if (s2i(new, "mAP@100") > s2i(old, "mAP@100") * 1.03 + 1e-9
+                    and s2i(new, "hit@6") >= s2i(old, "hit@6") - 1e-9):
+                best = st
+        return best
+
+    default_total, chosen_total, choices = new_pool(), new_pool(), []
+    for test in done:
+        for other in done:
+            if other == test:
+                continue
+            st = select(other)
+            choices.append((test, other, st.lt_weight, st.lt_top_k, st.lt_reduce, st.pop_weight))
+            add_to_pool(default_total, metrics(test, settings))
+            add_to_pool(chosen_total, metrics(test, st))
+    return pool_means(default_total), pool_means(chosen_total), choices
+
+
 DATASET = None
 
 REGION_SETS = {"halves": {"top": slice(0, 5), "bottom": slice(4, 9)},
@@ -263,6 +401,12 @@ def main() -> None:
     parser.add_argument("--hub-temperatures", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3])
     parser.add_argument("--hub-weights", type=float, nargs="+", default=[0.5, 1.0])
     parser.add_argument("--flip-all", action="store_true", help="every row with flip at test time")
+    parser.add_argument("--betas", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    parser.add_argument("--s2i-hub", nargs="+", default=["0.5/0.1", "1.0/0.1"], help="weight/temperature cells")
+    parser.add_argument("--neighbours", nargs="+", default=["0.5/5", "1.0/5"], help="weight/k cells")
+    parser.add_argument("--knob", nargs="+", default=[], help="name=v1,v2 (the default's other knobs kept)")
+    parser.add_argument("--grid", nargs="+", default=[], help="name=v1,v2 ...: every combination (idea `grid`)")
+    parser.add_argument("--base", nargs="*", default=[], help="name=value changes to DEFAULT_POSTPROCESSING for every row")
     parser.add_argument("--pca-dims", type=int, nargs="*", default=[])
     args = parser.parse_args()
     global DATASET
@@ -270,7 +414,7 @@ def main() -> None:
     pool = sorted(set(dataset.looks) - read_look_ids(args.test_looks, dataset))
     names = images_to_embed(subset_dataset(dataset, pool))
     gap = gap_vectors(dataset, names, args.cache) if "fusion" in args.ideas else None
-    base = DEFAULT_POSTPROCESSING
+    base = replace(DEFAULT_POSTPROCESSING, **{n: v[0] for n, v in map(parse_knob, args.base)})
     print(HEADER.format("model, idea"))
     for model in args.models:
         m = pooled(args, dataset, pool, model, base)
@@ -348,6 +492,76 @@ def main() -> None:
                                       pooled(args, dataset, pool, model, st, t)), flush=True)
                     finally:
                         scoring.hubness = original
+        if "partial" in args.ideas:
+            import ml.retrieval.scoring as scoring
+
+            for mode in ("centre", "translate"):
+                for beta in args.betas:
+                    original, patched = partial_centring(beta)
+                    scoring.centred_queries = patched
+                    try:
+                        print(labelled_row(args, f"{model}, snapshot queries {mode}d, strength {beta}", pooled(
+                            args, dataset, pool, model, replace(base, snapshot_centring=mode))), flush=True)
+                    finally:
+                        scoring.centred_queries = original
+        if "s2ihub" in args.ideas:
+            import ml.retrieval.ranker as ranker
+
+            for cell in args.s2i_hub:
+                w, tau = map(float, cell.split("/"))
+                original, patched = snapshot_query_hubness(w, tau)
+                ranker.score_matrix = patched
+                try:
+                    print(labelled_row(args, f"{model}, snapshot queries: item hubness vs known snapshots w {w} tau {tau}",
+                                       pooled(args, dataset, pool, model, base)), flush=True)
+                finally:
+                    ranker.score_matrix = original
+        if "neighbours" in args.ideas:
+            import ml.retrieval.scoring as scoring
+
+            for cell in args.neighbours:
+                w, k = cell.split("/")
+                original, patched, per_fold = neighbour_expansion(float(w), int(k))
+                scoring.expanded_item_queries = patched
+                try:
+                    print(labelled_row(args, f"{model}, new products borrow their {k} nearest known items' snapshots, w {w}",
+                                       pooled(args, dataset, pool, model, base, per_fold)), flush=True)
+                finally:
+                    scoring.expanded_item_queries = original
+        if "knobs" in args.ideas:
+            for text in args.knob:
+                name, values = parse_knob(text)
+                for value in values:
+                    print(labelled_row(args, f"{model}, {name} = {value}",
+                                       pooled(args, dataset, pool, model, replace(base, **{name: value}))), flush=True)
+        if "grid" in args.ideas:
+            import itertools
+
+            knobs = [parse_knob(text) for text in args.grid]
+            for values in itertools.product(*(v for _, v in knobs)):
+                changes = {name: value for (name, _), value in zip(knobs, values)}
+                label = ", ".join(f"{n} = {v}" for n, v in changes.items())
+                print(labelled_row(args, f"{model}, {label}",
+                                   pooled(args, dataset, pool, model, replace(base, **changes))), flush=True)
+        if "reselect" in args.ideas:
+            default, chosen, choices = reselection_rows(args, dataset, pool, model, base)
+            print(row(f"{model}, the default on each test fold (20 pairs)", default), flush=True)
+            print(row(f"{model}, re-selected on one other fold, scored on the test fold (20 pairs)", chosen), flush=True)
+            for c in choices:
+                print(f"    test fold {c[0]}, selected on fold {c[1]}: lt {c[2]} / top-{c[3]} / {c[4]}, pop {c[5]}")
+        if "perfold" in args.ideas:
+            import itertools
+
+            split = subset_dataset(dataset, pool)
+            knobs = [parse_knob(text) for text in args.grid]
+            for fold in trained_folds(args, model):
+                known, held = fold_split(pool, fold)
+                vectors = split_vectors(args, fold, model, split)
+                for values in itertools.product(*(v for _, v in knobs)):
+                    changes = {name: value for (name, _), value in zip(knobs, values)}
+                    m = evaluate_vectors(split, vectors, held, known, replace(base, **changes))["snapshot_to_items"]
+                    print(f"    fold {fold}, {', '.join(f'{n} = {v}' for n, v in changes.items())}: s->i "
+                          f"{m['mAP@100']:.4f} / {m['hit@6']:.3f}", flush=True)
         if "pooling" in args.ideas:
             import ml.retrieval.scoring as scoring
 
