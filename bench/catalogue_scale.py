@@ -5,7 +5,9 @@
         [--compare-at 100000] [--lists 100,316] [--from-sample] [--queries 20] [--requests 40]
 
 Everything happens in its own data directory (Postgres, media, models), with its own Redis, one Celery worker
-and a gunicorn web server (2 workers, no --preload) that it starts and stops:
+and the production web server that it starts and stops (gunicorn with fashionsite/gunicorn.conf.py, as
+`make run` starts it: 1 worker x 4 threads by default, no --preload; FASHIONSITE_WEB_WORKERS / _THREADS
+change it there and here alike):
 
 1. set-up (first run only): registers the trained model (`update_db --model`, empty catalogue, so it becomes
    active at once) and imports the sample catalogue with its labels (`import_looks --manifest`); the worker
@@ -141,11 +143,12 @@ def set_up_catalogue(args, launcher) -> None:
 
 
 def start_web(args, services, log_file):
-    """gunicorn, 2 workers, no --preload (TensorFlow loads after the fork); the platform's production server."""
-    command = [sys.executable, "-m", "gunicorn", "fashionsite.wsgi", "--workers", "2", "--bind",
-               f"127.0.0.1:{args.port}", "--timeout", "120", "--access-logfile", "-"]
-    process = services.spawn("web", command, stdout=log_file, stderr=subprocess.STDOUT,
-                             env=dict(os.environ, FASHIONSITE_WARM_MODEL="1"))
+    """The platform's production server as `make run` starts it (launcher.web_command: gunicorn with
+    fashionsite/gunicorn.conf.py, the model loaded after the fork), on --port."""
+    from fashionsite import launcher
+
+    process = services.spawn("web", launcher.web_command(), stdout=log_file, stderr=subprocess.STDOUT,
+                             env=dict(os.environ, PORT=str(args.port), FASHIONSITE_WARM_MODEL="1"))
     import requests
 
     for _ in range(1200):  # loading the model at nice 19 on a loaded machine takes minutes
@@ -156,6 +159,14 @@ def start_web(args, services, log_file):
             pass
         time.sleep(0.5)
     raise SystemExit("gunicorn did not answer in 10 minutes")
+
+
+def web_config() -> str:
+    """The web server's processes and threads, as fashionsite/gunicorn.conf.py sets them in this environment."""
+    import runpy
+
+    conf = runpy.run_path(str(ROOT / "fashionsite" / "gunicorn.conf.py"))
+    return f"gunicorn {conf['workers']} worker(s) x {conf['threads']} threads"
 
 
 def mirrored_queries(folder: Path, n: int, suffix: str, target: Path) -> list[Path]:
@@ -654,8 +665,9 @@ def run(args, services, worker, logs) -> int:
     services.spawn("reconciler", [sys.executable, "manage.py", "reconcile", "--every", "10"],
                    stdout=(logs / "reconciler.log").open("a"), stderr=subprocess.STDOUT)
     web = start_web(args, services, (logs / "web.log").open("a"))
+    log(f"web: {web_config()}")
     client = Client(f"http://127.0.0.1:{args.port}", "api", None)
-    measure_http(args, client, snapshot_files, item_files, 6)  # warm both gunicorn workers
+    measure_http(args, client, snapshot_files, item_files, 6)  # warm the web (every worker, with several)
 
     results, builds, firsts, memory, pipelines, https, stale, retrain = [], [], {}, {}, {}, {}, {}, {}
 
@@ -746,7 +758,8 @@ def print_tables(results, builds, firsts, memory, pipelines, https, stale, retra
     print("\n## plans of the other hot queries (the table each filters)")
     for r in results:
         print(f"- {r['size']}: " + "; ".join(f"{name}: {plan}" for name, plan in r["hot queries"].items()))
-    print("\n## latency p50 / p95 ms (in process: the model's forward pass, search_items, search_looks; HTTP)")
+    print(f"\n## latency p50 / p95 ms (in process: the model's forward pass, search_items, search_looks; HTTP, "
+          f"sequential, {web_config()})")
     print("| items | forward pass (1 image) | search_items | search_looks | HTTP snapshot->items | HTTP item->looks |")
     print("| --- | --- | --- | --- | --- | --- |")
     for label in pipelines:

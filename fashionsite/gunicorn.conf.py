@@ -15,6 +15,13 @@ TensorFlow is not fork-safe), and each worker then loads and warms the active mo
 import os
 import threading
 
+# numpy's OpenBLAS runs one thread per request thread, not a pool of its own (read when a worker first imports
+# numpy, after the fork; set here, in the master, so that every worker inherits it). Its pool spins between the
+# small matrix products of a search's scoring, and with 4 request threads and TensorFlow's threads on 2 cores
+# that pool's one thread burned 0.28 cores under bench/load.py: 75 -> 58 ms of web CPU a request
+# (docs/RESULTS.md, "Issue 10: load, session 11"). The products are a few hundred rows: one thread is plenty.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 wsgi_app = "fashionsite.wsgi:application"
 bind = f"{os.environ.get('FASHIONSITE_BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"

@@ -326,11 +326,11 @@ def test_near_duplicate_queries_read_few_lists_and_find_their_item(catalogue):
         assert match.id == exact(catalogue, "item", query, 1)[0][0] == ids[row]
 
 
-def test_item_index_retrained_when_its_rows_grow_by_half():
+def test_item_index_retrained_when_its_rows_grow_by_a_quarter():
     version = ModelVersion(item_index_rows=10_000)
-    assert RETRAIN_GROWTH == 1.5
-    assert not item_index_is_stale(version, 14_999)
-    assert item_index_is_stale(version, 15_000)
+    assert RETRAIN_GROWTH == 1.25
+    assert not item_index_is_stale(version, 12_499)
+    assert item_index_is_stale(version, 12_500)
 
 
 def test_unfiltered_item_queries_take_the_item_index_without_forcing(scale_catalogue, db):

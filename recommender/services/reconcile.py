@@ -21,7 +21,7 @@ What it does, in order:
    twice: that is what kept a long re-embedding from flooding its queue with copies.
 5. tagging sent long ago and never finished (its task lost with Redis, or with a worker killed on it) is sent
    again while its queue is empty, a bounded number of times (resend_lost_tagging).
-6. the item IVFFlat index of each version in use is retrained when its ready rows have grown by half since it
+6. the item IVFFlat index of each version in use is retrained when its ready rows have grown by a quarter since it
    was trained (services.versions.maintain_item_index; a version being re-embedded has no vector indexes
    until it completes, when they are built on all its rows before the switch). This needs
    no broker, so it runs even while Redis is down; it runs last, because a retraining at 100k items takes a

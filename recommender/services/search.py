@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.db import connection, transaction
-from django.db.models import BinaryField, Case, Count, F, Func, OuterRef, Subquery, Value, When
+from django.db.models import BinaryField, Count, Func
 from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, HalfVectorField, VectorField
 
@@ -35,12 +35,13 @@ ITERATIVE_SCAN = "relaxed_order"
 MAX_SCAN_TUPLES = 40000
 # ivfflat.probes per query: the lists of the item index a scan reads. PROBES_SHARE of them, and at least
 # enough lists to hold PROBES_MIN_ROWS rows and PROBES_PER_K x k rows (a small catalogue is read whole: exact).
-# Measured (docs/RESULTS.md "Issue 9: recall at 100k" and "Issue 9: session 10"): at 100k items of the issue's
-# recipe, on a 225-list index trained on 51k rows (the former doubling rule), 10 % of the lists gave
-# recall@6/100/500 0.925/0.926/0.941 for 20 mirrored snapshots, 20 % 0.992/0.995/0.984. On the halfvec index
-# with the +50 % retraining rule (316 lists at 100k), 10 % gave 0.992/0.991/0.986 for 20 sample snapshots,
-# 15 % 0.992/0.994/0.989, 20 % 1.000/1.000/0.999; 15 % keeps a margin for an index up to 1.5x stale.
-PROBES_SHARE = 0.15
+# Measured (docs/RESULTS.md "Issue 9: recall at 100k", "Issue 9: session 10" and "Issue 9: session 11"): at
+# 100k items of the issue's recipe on the halfvec index, 20 sample snapshots, recall@6/100/500 at 10 % of the
+# lists: 0.983/0.993/0.981 freshly trained (316 lists), 0.983/0.979/0.960 on an index trained on 80k rows
+# (282 lists: the stalest that retraining at +25 %, versions.RETRAIN_GROWTH, lets serve), 0.958/0.974/0.953
+# on one trained on 66.7k (the former +50 % rule: too little margin). 15 % cost the k = 100 candidates query
+# of every snapshot -> items search half as much again (48 lists read instead of 32).
+PROBES_SHARE = 0.10
 PROBES_MIN_ROWS = 4000
 PROBES_PER_K = 3
 # A filtered query's iterative IVFFlat scan probes more lists until k rows pass, up to this many times probes.
@@ -158,10 +159,14 @@ def nearest_queryset(vector, kind: str, k: int, version: ModelVersion, with_vect
 
 
 def _fetch(queryset) -> list[tuple]:
-    """Runs a nearest_queryset(binary=True) on a server-binding cursor (the query vector sent in binary)."""
+    """Runs a queryset whose vector parameters are VectorParameters (nearest_queryset(binary=True)) on a
+    server-binding cursor: the query vector goes in binary, and the rows come back in binary (a `vector_send`
+    value as its bytes; in text, a 6 KB descriptor is 12 KB of hex that the client decodes again: ~10 ms of
+    CPU a search for the few hundred vectors a snapshot -> items search reads, RESULTS "Issue 10: load,
+    session 11"). Numbers are the same either way (float8 goes both ways exactly)."""
     sql, params = queryset.query.sql_with_params()
     with binary_cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, params, binary=True)
         return cursor.fetchall()
 
 
@@ -234,20 +239,28 @@ def descriptor_of(kind: str, image_id: int, version: ModelVersion | None = None)
     return None if row is None else decode_vector(row)
 
 
+def _ready_vectors(kind: str, ids, version: ModelVersion) -> dict[int, np.ndarray]:
+    """{image id: ready descriptor under the version} for those of the given images (one kind) that have one:
+    one query on the (version, image) unique index, rows in binary (`_fetch`), nothing kept in the process."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    ready = Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY, **{f"{kind}_id__in": ids})
+    return {image_id: decode_vector(data)
+            for image_id, data in _fetch(ready.values_list(f"{kind}_id", VectorBytes("embedding")))}
+
+
 def _vectors(kind: str, ids, version: ModelVersion) -> np.ndarray:
-    """The ready descriptors of the given images (one kind), stacked in the order of `ids`: one query on the
-    (version, image) unique index, nothing kept in the process. KeyError names any image without one."""
+    """The ready descriptors of the given images (one kind), stacked in the order of `ids`. KeyError names any
+    image without one."""
     ids = list(ids)
     if not ids:
         return np.zeros((0, version.dim), np.float32)
-    found = dict(
-        Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY, **{f"{kind}_id__in": ids})
-        .values_list(f"{kind}_id", VectorBytes("embedding"))
-    )
+    found = _ready_vectors(kind, ids, version)
     missing = [image_id for image_id in ids if image_id not in found]
     if missing:
         raise KeyError(f"no ready {kind} descriptor under {version.name} for ids {missing[:10]}")
-    return np.stack([decode_vector(found[image_id]) for image_id in ids])
+    return np.stack([found[image_id] for image_id in ids])
 
 
 @dataclass(frozen=True)
@@ -333,8 +346,9 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     measures, with the version's post-processing settings.
 
     Five queries a search besides the active version (each vector query also sets its scan settings): the two
-    vector queries, the neighbours' linked items with the vectors of those not yet among the candidates
-    (_linked_items), the candidates' popularity, and the rows of the k results.
+    vector queries, the neighbours' linked items and the vectors of those not yet among the candidates
+    (_linked_items, two), and the rows of the k results; and the candidates' popularity when the version's
+    prior uses it (pop_weight > 0).
     """
     from ml.retrieval.scoring import ranked_indices, score_matrix, snapshot_queries
 
@@ -366,12 +380,14 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
                         links[i, column[item_id]] = 1.0
     if not candidates:
         return []
-    popularity = _popularity(candidates)
+    popularity = None
+    if settings.pop_weight > 0:  # the prior is off in the default recipe: no query for what it would ignore
+        counts = _popularity(candidates)
+        popularity = np.array([counts.get(i, 0) for i in candidates], np.float32)
     candidate_vectors = np.stack(candidate_vectors)
     scores = score_matrix(
         query[None], candidate_vectors, settings,
-        known_snapshot_vecs=known_vectors, known_links=links,
-        item_popularity=np.array([popularity.get(i, 0) for i in candidates], np.float32), domain_means=means,
+        known_snapshot_vecs=known_vectors, known_links=links, item_popularity=popularity, domain_means=means,
     )
     best = ranked_indices(scores, settings, candidate_vectors)[0][:k]
     scores = scores[0]
@@ -382,29 +398,21 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
 
 def _linked_items(snapshot_ids, candidates, version: ModelVersion, item_filter: dict):
     """The items experts linked to the looks of the given snapshots (passing `item_filter`, lookups on
-    LookItem), in one query: ({snapshot id: {item id}}, {item id: descriptor}) where the descriptors are those
-    of linked items not among `candidates` that have a ready descriptor under the version."""
+    LookItem): ({snapshot id: {item id}}, {item id: descriptor}) where the descriptors are those of linked
+    items not among `candidates` that have a ready descriptor under the version.
+
+    Two queries: the links (small rows), then each such item's descriptor once, in binary (`_fetch`). One
+    query that carried a descriptor on every link row read each vector as often as it is linked (578 link
+    rows for 191 new items at lt_top_k = 50 on the sample), in hex: that cost more than both queries."""
     if not snapshot_ids:
         return {}, {}
-    ready_vector = Descriptor.objects.filter(
-        model_version=version, status=Descriptor.Status.READY, item_id=OuterRef("item_id")
-    ).values(bytes=VectorBytes("embedding"))[:1]
-    rows = (
-        LookItem.objects.filter(look__snapshots__id__in=snapshot_ids, **item_filter)
-        .annotate(
-            snapshot_id=F("look__snapshots__id"),
-            vector_bytes=Case(When(item_id__in=candidates, then=Value(None)), default=Subquery(ready_vector),
-                              output_field=BinaryField()),
-        )
-        .values_list("snapshot_id", "item_id", "vector_bytes")
-    )
+    links = LookItem.objects.filter(look__snapshots__id__in=snapshot_ids, **item_filter)
     items_of_snapshot: dict[int, set[int]] = {}
-    vectors: dict[int, np.ndarray] = {}
-    for snapshot_id, item_id, data in rows:
+    for snapshot_id, item_id in links.values_list("look__snapshots__id", "item_id"):
         items_of_snapshot.setdefault(snapshot_id, set()).add(item_id)
-        if data is not None and item_id not in vectors:
-            vectors[item_id] = decode_vector(data)
-    return items_of_snapshot, vectors
+    known = set(candidates)
+    new_ids = sorted({item_id for ids in items_of_snapshot.values() for item_id in ids} - known)
+    return items_of_snapshot, _ready_vectors("item", new_ids, version)
 
 
 def _popularity(item_ids) -> dict[int, int]:

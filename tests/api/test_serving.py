@@ -1,6 +1,9 @@
 """The web as `make run` serves it (gunicorn, DEBUG off): static files from WhiteNoise, the site's own error
 pages, JSON errors in one shape under /api/, a secret key kept per data directory."""
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -104,10 +107,6 @@ def test_the_pages_own_404_with_debug_off():
 
 
 def test_https_settings_make_check_deploy_clean():
-    import os
-    import subprocess
-    import sys
-
     from fashionsite.paths import PROJECT_ROOT
 
     env = dict(os.environ, FASHIONSITE_HTTPS="1", FASHIONSITE_STATIC_MANIFEST="1", FASHIONSITE_DEBUG="0")
@@ -149,6 +148,22 @@ def test_gunicorn_loads_the_app_and_the_model_in_each_worker_after_the_fork(monk
     assert "warm_up_active_model" in namespace["post_worker_init"].__code__.co_names
     config, _ = _gunicorn_config(monkeypatch, FASHIONSITE_WEB_WORKERS="3")
     assert config.workers == 3 and config.max_requests > 0 and config.max_requests_jitter > 0
+
+
+def test_gunicorn_workers_run_numpy_on_one_blas_thread(monkeypatch):
+    """OpenBLAS's own thread pool spun between a search's small products and took a quarter of a core from the
+    request threads under load: the config gives every worker (forked from the master that reads it) one BLAS
+    thread, unless the environment says otherwise."""
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "")  # restored (or removed) after the test: the config sets it
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    _gunicorn_config(monkeypatch)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    probe = "import os, numpy; print(len(os.listdir('/proc/self/task')))"  # numpy's import starts its pool
+    threads = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert threads.stdout.strip() == "1"  # the workers' environment: numpy starts no BLAS thread
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    _gunicorn_config(monkeypatch)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "2"
 
 
 def test_the_procfile_declares_the_services():
