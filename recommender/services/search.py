@@ -381,7 +381,7 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     if not candidates:
         return []
     popularity = None
-    if settings.pop_weight > 0:  # the prior is off in the default recipe: no query for what it would ignore
+    if settings.pop_weight > 0:  # a card with the prior off (pop_weight 0) needs no query for what it would ignore
         counts = _popularity(candidates)
         popularity = np.array([counts.get(i, 0) for i in candidates], np.float32)
     candidate_vectors = np.stack(candidate_vectors)
