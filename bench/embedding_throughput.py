@@ -12,7 +12,9 @@ model (the untrained Lite0 by default, or a trained model directory with --model
    32, float32 inputs), after a warm-up, before and after the pipeline (the mean is the limit), with the
    worker's TensorFlow thread pools (settings.WORKER_TF_*_THREADS);
 2. parts: single-threaded decode through the storage API (to the uint8 pixels the worker hands the model), and
-   the database write of a batch, per image;
+   the database write of a batch, per image; and the worker's decode + forward loop alone (`iter_embedded`
+   through the storage, no database or Celery), before and after the pipeline: what the pipeline reaches at
+   most with this decoder on this machine (not a limit: the ratio stays the one to the forward pass);
 3. pipeline: imports the sample catalogue with no worker running (the tasks wait in Redis), then starts one
    real Celery worker (as `make run` does) and times it until every descriptor is stored: the steady-state
    rate (first batch stored -> last), its ratio to the limit, and the worker's peak resident memory (main
@@ -97,6 +99,24 @@ def measure_limit(embedder, arrays, batch_size: int = 32, repeats: int = 3) -> t
     return best, min(cpu)
 
 
+def measure_decode_and_forward(embedder, fields, repeats: int = 2) -> tuple[float, float]:
+    """The worker's own loop without the platform around it: `Embedder.iter_embedded` on files read through the
+    storage (its decoder thread beside the forward pass, steps of `model_batch_size`), no database, no Celery.
+    Images per second (best of `repeats`) and CPU milliseconds per image: what the pipeline reaches at most with
+    this decoder on this machine; the gap from it to the pipeline is the platform's (queries, writes, tasks)."""
+    names = [field.name for field in fields]
+    storage = fields[0].storage
+    best, cpu = 0.0, []
+    for _ in range(repeats):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for _batch in embedder.iter_embedded(names, batch_size=embedder.model_batch_size,
+                                             open_file=lambda name: storage.open(name, "rb")):
+            pass
+        best = max(best, len(names) / (time.perf_counter() - started))
+        cpu.append((time.process_time() - cpu_started) / len(names) * 1000)
+    return best, min(cpu)
+
+
 def measure_parts(embedder, descriptors) -> dict:
     """Per-image milliseconds of the pipeline's parts, each alone on one thread."""
     import numpy as np
@@ -133,6 +153,7 @@ def measure_parts(embedder, descriptors) -> dict:
         "db_write_ms": write_time(lambda batch: store_vectors(batch, timezone.now())),
         "orm_write_ms": write_time(lambda batch: Descriptor.objects.bulk_update(batch, ["embedding"])),
         "arrays": arrays,
+        "fields": fields,
     }
 
 
@@ -218,8 +239,9 @@ def main() -> None:
         embedder = get_embedder(version)
         sample = list(Descriptor.objects.select_related("snapshot", "item").order_by("id")[:320])
         parts = measure_parts(embedder, sample)
-        arrays = parts.pop("arrays")
+        arrays, fields = parts.pop("arrays"), parts.pop("fields")
         limit_before, cpu_before = measure_limit(embedder, arrays)
+        loop_before, loop_cpu_before = measure_decode_and_forward(embedder, fields)
 
         data_dir = Path(settings.DATA_DIR)
         worker_log_path = data_dir / "bench-worker.log"
@@ -255,6 +277,7 @@ def main() -> None:
         # the machine may be shared: the limit is measured before and after the pipeline, and the ratio uses
         # their mean (both are printed)
         limit_after, cpu_after = measure_limit(embedder, arrays)
+        loop_after, loop_cpu_after = measure_decode_and_forward(embedder, fields)
         limit = (limit_before + limit_after) / 2
         forward_cpu = (cpu_before + cpu_after) / 2
         failed = Descriptor.objects.filter(status=Descriptor.Status.FAILED).count()
@@ -267,11 +290,16 @@ def main() -> None:
         print(f"parts, one thread each: decode through the storage {parts['decode_ms']:.2f} ms/image, "
               f"database write {parts['db_write_ms']:.2f} ms/image (Django's bulk_update, the old way: "
               f"{parts['orm_write_ms']:.2f}), forward pass {1000 / limit:.2f} ms/image")
+        loop, loop_cpu = (loop_before + loop_after) / 2, (loop_cpu_before + loop_cpu_after) / 2
+        print(f"the worker's decode + forward loop alone, in this process (iter_embedded on {len(fields)} files "
+              f"through the storage; no database, no Celery): {loop:.1f} images/s = {100 * loop / limit:.0f} % of "
+              f"the limit (before {loop_before:.1f}, after {loop_after:.1f}); CPU {loop_cpu:.1f} ms/image "
+              f"-> forward / loop = {100 * (cpu_before + cpu_after) / 2 / loop_cpu:.0f} %")
         print(f"images embedded and stored by the worker: {total} ({failed} failed)")
         print(f"wall time from worker start (includes model load): {finished - started:.1f} s "
               f"-> {total / (finished - started):.1f} images/s")
         print(f"pipeline steady state (first batch stored -> last): {steady:.1f} images/s "
-              f"= {100 * steady / limit:.0f} % of the forward pass")
+              f"= {100 * steady / limit:.0f} % of the forward pass ({100 * steady / loop:.0f} % of the loop alone)")
         if job is not None:
             print(f"re-embedding job {job.state}; from the last row stored to the version active (its vector indexes "
                   f"built on every row meanwhile: {3 - len(missing_vector_indexes(version.id))} of 3): "

@@ -2,7 +2,7 @@
 the database, so a worker that dies mid-task leaves work that is picked up again. Services never import this
 module: they queue tasks by name through fashionsite.queueing.enqueue."""
 from celery import shared_task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 from django.db import InterfaceError, OperationalError
 
 from recommender.services import embedding
@@ -64,6 +64,13 @@ def load_active_model(**_):
         get_embedder(active_version())
     except Exception:  # the database may not be migrated yet; the first task loads it then
         pass
+
+
+@worker_process_shutdown.connect
+def close_descriptor_writer(**_):
+    """The pool process's descriptor writer thread keeps its database connection between tasks
+    (recommender.services.embedding.DescriptorWriter): closed here, when the process ends."""
+    embedding.close_writer_thread()
 
 
 @worker_ready.connect

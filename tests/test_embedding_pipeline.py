@@ -89,12 +89,13 @@ def test_compute_descriptors_stores_exact_vectors_from_its_writer_thread(
 ):
     """The worker's path, called in-process on real images, the real model and the real Postgres: each step's
     vectors are written by the writer thread while the model runs on the next step (or in the caller's thread
-    inside a transaction, where another connection would not see the rows); no thread is left behind."""
+    inside a transaction, where another connection would not see the rows). One writer thread serves every
+    call (its connection kept between tasks); no decoder thread is left behind."""
     import threading
 
     from django.db import transaction
 
-    from recommender.services.embedding import compute_descriptors
+    from recommender.services.embedding import close_writer_thread, compute_descriptors
 
     folder = copy_looks(sample_dir, LOOKS[:2], tmp_path / "looks")
     call_command("import_looks", str(folder), verbosity=0)
@@ -103,14 +104,25 @@ def test_compute_descriptors_stores_exact_vectors_from_its_writer_thread(
     ids = sorted(descriptors.values_list("id", flat=True))
     assert len(ids) > 8  # more than one forward step of 8: a write overlaps a forward pass
 
-    if in_transaction:
-        with transaction.atomic():
-            outcome = compute_descriptors(ids)
-    else:
-        outcome = compute_descriptors(ids)
+    def threads(prefix):
+        return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+    try:
+        if in_transaction:
+            with transaction.atomic():
+                outcome = compute_descriptors(ids)
+        else:
+            outcome = compute_descriptors(ids[: len(ids) // 2])
+            writers, backend = threads("db-writer"), _writer_backend_pid()
+            outcome = {key: count + compute_descriptors(ids)[key] for key, count in outcome.items()}
+            # the same thread and the same connection for both tasks
+            assert len(writers) == 1 and threads("db-writer") == writers and _writer_backend_pid() == backend
+        assert not threads("decode")
+    finally:
+        close_writer_thread()  # and its connection: the test database is flushed (and dropped) after the test
+    assert not threads("db-writer")
 
     assert outcome == {"ready": len(ids), "failed": 0}
-    assert not [t for t in threading.enumerate() if t.name.startswith(("db-writer", "decode"))]
     embedder = load_embedder(active_version.spec, settings.MODEL_CACHE_DIR)
     rows = list(Descriptor.objects.filter(id__in=ids).select_related("snapshot", "item").order_by("id"))
     _, expected, errors = embedder.embed_files([row.image_owner.image.path for row in rows])
@@ -119,3 +131,51 @@ def test_compute_descriptors_stores_exact_vectors_from_its_writer_thread(
         assert row.status == Descriptor.Status.READY and row.error == ""  # (attempts: a session worker may race)
         stored = np.asarray(row.embedding, dtype=np.float32)
         np.testing.assert_allclose(stored, vector, atol=1e-5)  # the same model on the same inputs
+
+
+def _writer_backend_pid():
+    """The Postgres backend of the descriptor writer thread's connection (None: it has none open)."""
+    from django.db import connection
+
+    from recommender.services.embedding import _writer_thread
+
+    def backend_pid():
+        return connection.connection.info.backend_pid if connection.connection is not None else None
+
+    return _writer_thread().submit(backend_pid).result()
+
+
+def test_the_writer_thread_reconnects_when_its_connection_was_lost(
+    sample_dir, tmp_path, transactional_db, active_version
+):
+    """The writer keeps its connection between tasks; when the server dropped it meanwhile (Postgres restarted,
+    an idle timeout), the next task's writes find out before they start (Django's health check) and store every
+    row on a new connection: nothing fails, nothing is retried."""
+    from django.db import connection
+
+    from recommender.services.embedding import close_writer_thread, compute_descriptors
+
+    folder = copy_looks(sample_dir, LOOKS[:1], tmp_path / "looks")
+    call_command("import_looks", str(folder), verbosity=0)
+    descriptors = Descriptor.objects.filter(model_version=active_version)
+    descriptors.update(status=Descriptor.Status.PENDING, attempts=0, embedding=None, queued_at=None)
+    ids = sorted(descriptors.values_list("id", flat=True))
+    try:
+        assert compute_descriptors(ids[:2]) == {"ready": 2, "failed": 0}
+        lost = _writer_backend_pid()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [lost])
+            assert cursor.fetchone()[0] is True
+
+        def backend_gone():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [lost])
+                return cursor.fetchone()[0] == 0
+
+        wait_until(backend_gone, timeout=10, message="the writer's backend ended")
+        assert compute_descriptors(ids) == {"ready": len(ids) - 2, "failed": 0}
+        assert _writer_backend_pid() not in (None, lost)
+    finally:
+        close_writer_thread()
+    assert descriptors.filter(status=Descriptor.Status.READY).count() == len(ids)
+    assert not descriptors.exclude(attempts=1).exists()  # one try each: no write failed and was retried

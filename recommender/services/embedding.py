@@ -11,6 +11,8 @@ Images are read through Django's storage API (`storage.open(name)`, never a loca
 at S3-compatible storage and workers may run on other hosts than the web.
 """
 import logging
+import os
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -166,14 +168,19 @@ class DescriptorWriter:
     """Stores ready descriptors (`store_vectors`) in a thread of its own, with its own database connection, while
     the caller goes on (the model runs on the next images): on 2 cores, Postgres inserting each vector into the
     version's HNSW index costs about as much as decoding the image. Writes run in order; leaving the block waits
-    for them, closes the thread's connection and raises the first write's error (the task is then retried:
-    rows already stored are skipped).
+    for them and raises the first write's error (the task is then retried: rows already stored are skipped).
+
+    The thread and its connection outlive the block: one per process, started on first use, so a task pays
+    neither a thread's start nor a new connection (a Postgres backend's start-up) each time. Entering the block
+    gives that connection the checks Django gives a request's (`close_if_unusable_or_obsolete`: CONN_MAX_AGE,
+    and a connection left unusable by an error is dropped); after a failed write it is closed, so the next block
+    connects afresh. `close_writer_thread` ends both (the worker process's shutdown; tests).
 
     Inside a transaction the writes stay in the caller's thread: another connection would not see its rows."""
 
     def __init__(self, now):
         self.now = now
-        self.pool = None if connection.in_atomic_block else ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+        self.pool = None if connection.in_atomic_block else _writer_thread()
         self.writes = []
 
     def store(self, descriptors: list[Descriptor]) -> None:
@@ -185,21 +192,53 @@ class DescriptorWriter:
             self.writes.append(self.pool.submit(store_vectors, list(descriptors), self.now))
 
     def __enter__(self):
+        if self.pool is not None:
+            self.pool.submit(_check_writer_connection)  # runs before the block's writes, in the writer thread
         return self
 
     def __exit__(self, exc_type, exc, traceback):
         if self.pool is None:
             return False
-        try:
-            for write in self.writes:
-                if exc_type is None:
-                    write.result()
-                elif write.exception() is not None:  # the caller's own error is the one raised
-                    logger.warning("a descriptor write failed too: %s", write.exception())
-        finally:
+        failed = False
+        for write in self.writes:
+            error = write.exception()  # waits for it
+            if error is None:
+                continue
+            failed = True
+            if exc_type is not None:  # the caller's own error is the one raised
+                logger.warning("a descriptor write failed too: %s", error)
+        if failed:
             self.pool.submit(connections.close_all).result()  # in the writer thread: its own connection
-            self.pool.shutdown()
+            if exc_type is None:
+                next(w for w in self.writes if w.exception() is not None).result()  # raises the first error
         return False
+
+
+def _check_writer_connection() -> None:
+    connection.close_if_unusable_or_obsolete()  # `connection` here: the writer thread's own
+
+
+_writer = {"pool": None, "pid": None}
+_writer_lock = threading.Lock()
+
+
+def _writer_thread() -> ThreadPoolExecutor:
+    """The process's descriptor writer thread (DescriptorWriter), started on first use. A process forked from
+    one that had it starts its own (a forked copy of an executor has no thread behind it)."""
+    with _writer_lock:
+        if _writer["pool"] is None or _writer["pid"] != os.getpid():
+            _writer["pool"], _writer["pid"] = ThreadPoolExecutor(1, thread_name_prefix="db-writer"), os.getpid()
+        return _writer["pool"]
+
+
+def close_writer_thread() -> None:
+    """Closes the writer thread's database connection and ends the thread (the next write starts them again)."""
+    with _writer_lock:
+        pool = _writer["pool"] if _writer["pid"] == os.getpid() else None
+        _writer["pool"] = _writer["pid"] = None
+    if pool is not None:
+        pool.submit(connections.close_all).result()
+        pool.shutdown()
 
 
 def store_vectors(descriptors: list[Descriptor], now) -> None:
