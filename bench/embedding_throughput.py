@@ -240,8 +240,8 @@ def main() -> None:
         sample = list(Descriptor.objects.select_related("snapshot", "item").order_by("id")[:320])
         parts = measure_parts(embedder, sample)
         arrays, fields = parts.pop("arrays"), parts.pop("fields")
-        limit_before, cpu_before = measure_limit(embedder, arrays)
         loop_before, loop_cpu_before = measure_decode_and_forward(embedder, fields)
+        limit_before, cpu_before = measure_limit(embedder, arrays)
 
         data_dir = Path(settings.DATA_DIR)
         worker_log_path = data_dir / "bench-worker.log"
