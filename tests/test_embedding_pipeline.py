@@ -85,7 +85,7 @@ def test_a_corrupt_stored_image_fails_with_its_error(embedded_catalogue, active_
 
 @pytest.mark.parametrize("in_transaction", [False, True])
 def test_compute_descriptors_stores_exact_vectors_from_its_writer_thread(
-    sample_dir, tmp_path, transactional_db, active_version, in_transaction
+    sample_dir, tmp_path, transactional_db, active_version, celery_worker_process, in_transaction
 ):
     """The worker's path, called in-process on real images, the real model and the real Postgres: each step's
     vectors are written by the writer thread while the model runs on the next step (or in the caller's thread
@@ -97,9 +97,7 @@ def test_compute_descriptors_stores_exact_vectors_from_its_writer_thread(
 
     from recommender.services.embedding import close_writer_thread, compute_descriptors
 
-    folder = copy_looks(sample_dir, LOOKS[:2], tmp_path / "looks")
-    call_command("import_looks", str(folder), verbosity=0)
-    descriptors = Descriptor.objects.filter(model_version=active_version)
+    descriptors = _imported_then_pending_again(sample_dir, tmp_path, LOOKS[:2], active_version)
     descriptors.update(status=Descriptor.Status.PENDING, attempts=0, embedding=None, queued_at=None)
     ids = sorted(descriptors.values_list("id", flat=True))
     assert len(ids) > 8  # more than one forward step of 8: a write overlaps a forward pass
@@ -133,6 +131,16 @@ def test_compute_descriptors_stores_exact_vectors_from_its_writer_thread(
         np.testing.assert_allclose(stored, vector, atol=1e-5)  # the same model on the same inputs
 
 
+def _imported_then_pending_again(sample_dir, tmp_path, looks, version):
+    """Imports looks and lets the session's worker embed them (the import queues them), so that no task of
+    theirs is left to race the in-process calls of the test; returns the version's descriptors."""
+    call_command("import_looks", str(copy_looks(sample_dir, looks, tmp_path / "looks")), verbosity=0)
+    descriptors = Descriptor.objects.filter(model_version=version)
+    wait_until(lambda: not descriptors.exclude(status=Descriptor.Status.READY).exists(), timeout=300,
+               message="the worker embeds the imported images")
+    return descriptors
+
+
 def _writer_backend_pid():
     """The Postgres backend of the descriptor writer thread's connection (None: it has none open)."""
     from django.db import connection
@@ -146,7 +154,7 @@ def _writer_backend_pid():
 
 
 def test_the_writer_thread_reconnects_when_its_connection_was_lost(
-    sample_dir, tmp_path, transactional_db, active_version
+    sample_dir, tmp_path, transactional_db, active_version, celery_worker_process
 ):
     """The writer keeps its connection between tasks; when the server dropped it meanwhile (Postgres restarted,
     an idle timeout), the next task's writes find out before they start (Django's health check) and store every
@@ -155,9 +163,7 @@ def test_the_writer_thread_reconnects_when_its_connection_was_lost(
 
     from recommender.services.embedding import close_writer_thread, compute_descriptors
 
-    folder = copy_looks(sample_dir, LOOKS[:1], tmp_path / "looks")
-    call_command("import_looks", str(folder), verbosity=0)
-    descriptors = Descriptor.objects.filter(model_version=active_version)
+    descriptors = _imported_then_pending_again(sample_dir, tmp_path, LOOKS[:1], active_version)
     descriptors.update(status=Descriptor.Status.PENDING, attempts=0, embedding=None, queued_at=None)
     ids = sorted(descriptors.values_list("id", flat=True))
     try:
