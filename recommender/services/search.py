@@ -20,7 +20,7 @@ from django.db.models import BinaryField, Count, Func
 from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, HalfVectorField, VectorField
 
-from recommender.models import Descriptor, Item, Look, LookItem, ModelVersion, Snapshot
+from recommender.models import Category, Descriptor, Item, Look, LookItem, ModelVersion, Snapshot
 from recommender.services.binary_cursor import VectorParameter, binary_cursor
 from recommender.services.versions import IVFFLAT_KINDS, active_version, index_type
 
@@ -425,7 +425,7 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     if settings.lt_weight > 0:
         neighbour_matches = nearest(moved, "snapshot", k=settings.lt_top_k, version=version, with_vectors=True)
         neighbours = [m.id for m in neighbour_matches]
-        items_of_snapshot, linked_vectors = _linked_items(neighbours, candidates, version, item_filter)
+        items_of_snapshot, linked_vectors = _linked_items(neighbours, candidates, version, category)
         # linked items that are not among the nearest, if they have a ready descriptor
         linked_ids = sorted(linked_vectors)
         candidates += linked_ids
@@ -456,23 +456,39 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     return [ItemResult(item=items[candidates[i]], score=float(scores[i])) for i in best]
 
 
-def _linked_items(snapshot_ids, candidates, version: ModelVersion, item_filter: dict):
-    """The items experts linked to the looks of the given snapshots (passing `item_filter`, lookups on
-    LookItem): ({snapshot id: {item id}}, {item id: descriptor}) where the descriptors are those of linked
-    items not among `candidates` that have a ready descriptor under the version.
+def _linked_items(snapshot_ids, candidates, version: ModelVersion, category: str | None = None):
+    """The items experts linked to the looks of the given snapshots (of `category` only, when given):
+    ({snapshot id: {item id}}, {item id: descriptor}) where the descriptors are those of linked items not among
+    `candidates` that have a ready descriptor under the version.
 
-    Two queries: the links (small rows), then each such item's descriptor once, in binary (`_fetch`). One
-    query that carried a descriptor on every link row read each vector as often as it is linked (578 link
-    rows for 191 new items at lt_top_k = 50 on the sample), in hex: that cost more than both queries."""
+    Two queries: the links (small rows), then each such item's descriptor once, in binary (`_ready_vectors`).
+    One query that carried a descriptor on every link row read each vector as often as it is linked (578 link
+    rows for 191 new items at lt_top_k = 50 on the sample), in hex: that cost more than both queries. The
+    snapshot ids go as one array parameter (as in `_ready_vectors`)."""
     if not snapshot_ids:
         return {}, {}
-    links = LookItem.objects.filter(look__snapshots__id__in=snapshot_ids, **item_filter)
+    sql = (f"SELECT s.id, li.item_id FROM {LookItem._meta.db_table} li "
+           f"JOIN {Snapshot._meta.db_table} s ON s.look_id = li.look_id")
+    params = [[int(snapshot_id) for snapshot_id in snapshot_ids]]
+    if category:
+        sql += (f" JOIN {Item._meta.db_table} i ON i.id = li.item_id"
+                f" JOIN {Category._meta.db_table} c ON c.id = i.category_id")
+    sql += " WHERE s.id = ANY(%s)"
+    if category:
+        sql += " AND c.name = %s"
+        params.append(category)
     items_of_snapshot: dict[int, set[int]] = {}
-    for snapshot_id, item_id in links.values_list("look__snapshots__id", "item_id"):
+    for snapshot_id, item_id in _fetch_sql(sql, params):
         items_of_snapshot.setdefault(snapshot_id, set()).add(item_id)
     known = set(candidates)
     new_ids = sorted({item_id for ids in items_of_snapshot.values() for item_id in ids} - known)
     return items_of_snapshot, _ready_vectors("item", new_ids, version)
+
+
+def _look_of(snapshot_ids) -> dict[int, int]:
+    """{snapshot id: its look's id} for the given snapshots (one array parameter, as in `_ready_vectors`)."""
+    return dict(_fetch_sql(f"SELECT id, look_id FROM {Snapshot._meta.db_table} WHERE id = ANY(%s)",
+                           [[int(snapshot_id) for snapshot_id in snapshot_ids]]))
 
 
 def _popularity(item_ids) -> dict[int, int]:
@@ -548,7 +564,7 @@ def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None
             model_version=version, status=Descriptor.Status.READY, snapshot__look__items=recognised.item,
         ).order_by("snapshot_id").values_list(VectorBytes("embedding"), flat=True))
         if known:
-            known_vectors = np.stack([decode_vector(data) for data in known])
+            known_vectors = decode_vectors(known, version.dim)
             query_links = np.ones((len(known), 1), np.float32)
     means = domain_means(version)
     expanded = expanded_item_queries(query[None], settings, known_vectors, query_links, means)[0]
@@ -560,7 +576,7 @@ def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None
         if not matches:
             return LookSearch(results=[], recognised=recognised)
         candidates = [m.id for m in matches]
-        look_of = dict(Snapshot.objects.filter(id__in=candidates).values_list("id", "look_id"))
+        look_of = _look_of(candidates)
         looks = [look_of[i] for i in candidates]
         scores = item_query_scores(query[None], np.stack([m.vector for m in matches]), looks, settings,
                                    known_snapshot_vecs=known_vectors, query_links=query_links,
