@@ -10,6 +10,7 @@ transaction), and falls back to an exact scan when the index still comes back sh
 Vectors are never copied into the process wholesale: a query that needs its candidates' vectors gets them
 back with the candidates (`nearest(..., with_vectors=True)`), and `_vectors` reads any others by id.
 """
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from django.db.models import BinaryField, Count, Func
 from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, HalfVectorField, VectorField
 
-from recommender.models import Descriptor, Item, Look, LookItem, ModelVersion, Snapshot
+from recommender.models import Category, Descriptor, Item, Look, LookItem, ModelVersion, Snapshot
 from recommender.services.binary_cursor import VectorParameter, binary_cursor
 from recommender.services.versions import IVFFLAT_KINDS, active_version, index_type
 
@@ -100,6 +101,17 @@ def decode_vector(data) -> np.ndarray:
     return np.frombuffer(data, dtype=">f4", count=dim, offset=4).astype(np.float32)
 
 
+def decode_vectors(values, dim: int) -> np.ndarray:
+    """vector_send values of one size -> (n, dim) float32, decoded as one array (decode_vector's numbers; one
+    numpy call for the few hundred rows a search reads instead of three a row)."""
+    if not values:
+        return np.zeros((0, dim), np.float32)
+    rows = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(values), -1)
+    if rows.shape[1] != 4 + 4 * dim:
+        raise ValueError(f"vector_send values of {rows.shape[1]} bytes, expected {4 + 4 * dim} (dimension {dim})")
+    return rows[:, 4:].copy().view(">f4").astype(np.float32)
+
+
 def _set_local(**settings) -> None:
     """SET LOCAL for the current transaction (set_config(..., true) takes the values as parameters)."""
     with connection.cursor() as cursor:
@@ -158,6 +170,36 @@ def nearest_queryset(vector, kind: str, k: int, version: ModelVersion, with_vect
     )
 
 
+# The SQL of nearest_queryset for one shape of query (kind, rows, version, columns, filters), compiled once:
+# building and compiling the ORM query cost ~1.3 ms of CPU a vector query, as much as running it (RESULTS,
+# "Issue 10: load, session 12"). Bounded: the shapes are the few (k, filter) pairs the platform asks.
+NEAREST_SQL_CACHE = 256
+
+
+@functools.lru_cache(maxsize=NEAREST_SQL_CACHE)
+def _nearest_sql(kind: str, k: int, version_id: int, dim: int, with_vectors: bool, filters: tuple) -> tuple:
+    """(sql, params) of nearest_queryset(binary=True) with a placeholder query vector; `_bind` puts the real
+    one in. Keyed by the version's id and size only: nothing else of the version enters the SQL."""
+    version = ModelVersion(id=version_id, dim=dim)
+    queryset = nearest_queryset(np.zeros(dim, np.float32), kind, k, version, with_vectors, binary=True,
+                                **dict(filters))
+    sql, params = queryset.query.sql_with_params()
+    return sql, tuple(params)
+
+
+def _bind(params: tuple, vector) -> list:
+    """The cached statement's parameters with `vector` (VectorParameter) in place of the placeholder."""
+    query = VectorParameter(vector)
+    return [query if isinstance(value, VectorParameter) else value for value in params]
+
+
+def _fetch_sql(sql: str, params) -> list[tuple]:
+    """`_fetch` of a compiled statement."""
+    with binary_cursor() as cursor:
+        cursor.execute(sql, params, binary=True)
+        return cursor.fetchall()
+
+
 def _fetch(queryset) -> list[tuple]:
     """Runs a queryset whose vector parameters are VectorParameters (nearest_queryset(binary=True)) on a
     server-binding cursor: the query vector goes in binary, and the rows come back in binary (a `vector_send`
@@ -204,19 +246,27 @@ def nearest(vector, kind: str, k: int = 6, version: ModelVersion | None = None, 
         fetch = k + math.ceil(HALFVEC_MARGIN * k)
     else:
         fetch = k
-    query = nearest_queryset(vector, kind, fetch, version, with_vectors and not over_fetch, binary=True, **filters)
+    vector = np.asarray(vector, dtype=np.float32)
+    if vector.shape != (version.dim,):
+        raise ValueError(f"query vector has shape {vector.shape}, model version {version.name} needs ({version.dim},)")
     if k <= 0:
         return []
+    shape = (kind, fetch, version.id, version.dim, with_vectors and not over_fetch, tuple(sorted(filters.items())))
+    try:
+        sql, params = _nearest_sql(*shape)
+    except TypeError:  # a filter value that cannot be a cache key (a list for __in): compiled for this call
+        sql, params = _nearest_sql.__wrapped__(*shape)
+    params = _bind(params, vector)
     with transaction.atomic():
         set_index_scan(k, version, near_duplicate, index_order=kind in IVFFLAT_KINDS and not filters)
-        rows = _fetch(query)
+        rows = _fetch_sql(sql, params)
         if len(rows) < k:
             # Fewer matching rows than k, or the index scan gave up (max_scan_tuples, max_probes) on a
             # selective filter: an exact scan (no index scan; bitmap scans still serve the filters; an IVFFlat
             # scan that the planner takes anyway reads every list) returns every match.
             before = _current("enable_indexscan")
             _set_local(enable_indexscan="off", enable_sort="on", **{"ivfflat.probes": version.item_index_lists})
-            rows = _fetch(query)
+            rows = _fetch_sql(sql, params)
             _set_local(enable_indexscan=before)
         rows.sort(key=lambda row: row[1])  # by the exact distance: the scan's order is relaxed, or rounded
         rows = rows[:k]
@@ -224,7 +274,8 @@ def nearest(vector, kind: str, k: int = 6, version: ModelVersion | None = None, 
             vectors = list(_vectors(kind, [row[0] for row in rows], version)) if rows else []
             rows = [(row[0], row[1], vector) for row, vector in zip(rows, vectors)]
         elif with_vectors:
-            rows = [(row[0], row[1], decode_vector(row[2])) for row in rows]
+            vectors = decode_vectors([row[2] for row in rows], version.dim)
+            rows = [(row[0], row[1], vector) for row, vector in zip(rows, vectors)]
         # read only: rolling the block back takes its SET LOCALs with it (inside a caller's transaction too)
         transaction.set_rollback(True)
     return [Match(id=row[0], distance=float(row[1]), vector=row[2] if with_vectors else None) for row in rows]
@@ -241,13 +292,22 @@ def descriptor_of(kind: str, image_id: int, version: ModelVersion | None = None)
 
 def _ready_vectors(kind: str, ids, version: ModelVersion) -> dict[int, np.ndarray]:
     """{image id: ready descriptor under the version} for those of the given images (one kind) that have one:
-    one query on the (version, image) unique index, rows in binary (`_fetch`), nothing kept in the process."""
-    ids = list(ids)
+    one query on the (version, image) unique index, rows in binary (`_fetch`), nothing kept in the process.
+
+    The ids go as one array parameter (`= ANY(%s)`): the ORM's `__in` printed one placeholder per id and
+    prepared each one, 7 ms of CPU for the ~300 linked items of a snapshot -> items search against ~1.5
+    (RESULTS, "Issue 10: load, session 12")."""
+    ids = [int(image_id) for image_id in ids]
     if not ids:
         return {}
-    ready = Descriptor.objects.filter(model_version=version, status=Descriptor.Status.READY, **{f"{kind}_id__in": ids})
-    return {image_id: decode_vector(data)
-            for image_id, data in _fetch(ready.values_list(f"{kind}_id", VectorBytes("embedding")))}
+    column = Descriptor._meta.get_field(kind).column  # "item_id", "snapshot_id", "wardrobe_item_id"
+    sql = (f"SELECT {column}, vector_send(embedding) FROM {Descriptor._meta.db_table} "
+           f"WHERE model_version_id = %s AND status = %s AND {column} = ANY(%s)")
+    with binary_cursor() as cursor:
+        cursor.execute(sql, [version.id, Descriptor.Status.READY.value, ids], binary=True)
+        rows = cursor.fetchall()
+    vectors = decode_vectors([row[1] for row in rows], version.dim)
+    return {row[0]: vector for row, vector in zip(rows, vectors)}
 
 
 def _vectors(kind: str, ids, version: ModelVersion) -> np.ndarray:
@@ -365,7 +425,7 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     if settings.lt_weight > 0:
         neighbour_matches = nearest(moved, "snapshot", k=settings.lt_top_k, version=version, with_vectors=True)
         neighbours = [m.id for m in neighbour_matches]
-        items_of_snapshot, linked_vectors = _linked_items(neighbours, candidates, version, item_filter)
+        items_of_snapshot, linked_vectors = _linked_items(neighbours, candidates, version, category)
         # linked items that are not among the nearest, if they have a ready descriptor
         linked_ids = sorted(linked_vectors)
         candidates += linked_ids
@@ -396,23 +456,39 @@ def search_items(image, k: int = 6, category: str | None = None) -> list[ItemRes
     return [ItemResult(item=items[candidates[i]], score=float(scores[i])) for i in best]
 
 
-def _linked_items(snapshot_ids, candidates, version: ModelVersion, item_filter: dict):
-    """The items experts linked to the looks of the given snapshots (passing `item_filter`, lookups on
-    LookItem): ({snapshot id: {item id}}, {item id: descriptor}) where the descriptors are those of linked
-    items not among `candidates` that have a ready descriptor under the version.
+def _linked_items(snapshot_ids, candidates, version: ModelVersion, category: str | None = None):
+    """The items experts linked to the looks of the given snapshots (of `category` only, when given):
+    ({snapshot id: {item id}}, {item id: descriptor}) where the descriptors are those of linked items not among
+    `candidates` that have a ready descriptor under the version.
 
-    Two queries: the links (small rows), then each such item's descriptor once, in binary (`_fetch`). One
-    query that carried a descriptor on every link row read each vector as often as it is linked (578 link
-    rows for 191 new items at lt_top_k = 50 on the sample), in hex: that cost more than both queries."""
+    Two queries: the links (small rows), then each such item's descriptor once, in binary (`_ready_vectors`).
+    One query that carried a descriptor on every link row read each vector as often as it is linked (578 link
+    rows for 191 new items at lt_top_k = 50 on the sample), in hex: that cost more than both queries. The
+    snapshot ids go as one array parameter (as in `_ready_vectors`)."""
     if not snapshot_ids:
         return {}, {}
-    links = LookItem.objects.filter(look__snapshots__id__in=snapshot_ids, **item_filter)
+    sql = (f"SELECT s.id, li.item_id FROM {LookItem._meta.db_table} li "
+           f"JOIN {Snapshot._meta.db_table} s ON s.look_id = li.look_id")
+    params = [[int(snapshot_id) for snapshot_id in snapshot_ids]]
+    if category:
+        sql += (f" JOIN {Item._meta.db_table} i ON i.id = li.item_id"
+                f" JOIN {Category._meta.db_table} c ON c.id = i.category_id")
+    sql += " WHERE s.id = ANY(%s)"
+    if category:
+        sql += " AND c.name = %s"
+        params.append(category)
     items_of_snapshot: dict[int, set[int]] = {}
-    for snapshot_id, item_id in links.values_list("look__snapshots__id", "item_id"):
+    for snapshot_id, item_id in _fetch_sql(sql, params):
         items_of_snapshot.setdefault(snapshot_id, set()).add(item_id)
     known = set(candidates)
     new_ids = sorted({item_id for ids in items_of_snapshot.values() for item_id in ids} - known)
     return items_of_snapshot, _ready_vectors("item", new_ids, version)
+
+
+def _look_of(snapshot_ids) -> dict[int, int]:
+    """{snapshot id: its look's id} for the given snapshots (one array parameter, as in `_ready_vectors`)."""
+    return dict(_fetch_sql(f"SELECT id, look_id FROM {Snapshot._meta.db_table} WHERE id = ANY(%s)",
+                           [[int(snapshot_id) for snapshot_id in snapshot_ids]]))
 
 
 def _popularity(item_ids) -> dict[int, int]:
@@ -488,7 +564,7 @@ def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None
             model_version=version, status=Descriptor.Status.READY, snapshot__look__items=recognised.item,
         ).order_by("snapshot_id").values_list(VectorBytes("embedding"), flat=True))
         if known:
-            known_vectors = np.stack([decode_vector(data) for data in known])
+            known_vectors = decode_vectors(known, version.dim)
             query_links = np.ones((len(known), 1), np.float32)
     means = domain_means(version)
     expanded = expanded_item_queries(query[None], settings, known_vectors, query_links, means)[0]
@@ -500,7 +576,7 @@ def search_looks(image, k: int = 6, style: str | None = None, sha256: str | None
         if not matches:
             return LookSearch(results=[], recognised=recognised)
         candidates = [m.id for m in matches]
-        look_of = dict(Snapshot.objects.filter(id__in=candidates).values_list("id", "look_id"))
+        look_of = _look_of(candidates)
         looks = [look_of[i] for i in candidates]
         scores = item_query_scores(query[None], np.stack([m.vector for m in matches]), looks, settings,
                                    known_snapshot_vecs=known_vectors, query_links=query_links,
