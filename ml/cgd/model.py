@@ -24,7 +24,7 @@ import keras
 
 from .pooling import L2Normalize, make_pooling
 
-__all__ = ["build_cgd_head", "build_cgd_model", "build_descriptor_model"]
+__all__ = ["build_cgd_head", "build_cgd_model", "build_descriptor_model", "DOMAIN_MODES"]
 
 
 def build_cgd_head(
@@ -34,6 +34,7 @@ def build_cgd_head(
     branches: Sequence[str] = ("spoc", "gem"),
     gem_p: float = 3.0,
     gem_trainable: bool = True,
+    domains: str = "shared",
     name: str = "cgd_head",
 ) -> keras.Model:
     """Build the CGD head on a feature-map input.
@@ -46,6 +47,12 @@ def build_cgd_head(
         branches: pooling names from ``{"spoc", "mac", "gem"}``; the first one
             feeds the auxiliary classifier.
         gem_p / gem_trainable: initial exponent and trainability for GeM branches.
+        domains: how product photos and street snapshots share the projections (see :data:`DOMAIN_MODES`):
+            ``"shared"`` (one head for both), ``"separate"`` (each branch has one projection per kind),
+            ``"adapter"`` (the shared projection plus a product-only correction, initialised to zero) or
+            ``"affine"`` (the pooled features of product photos scaled and shifted per channel before the
+            shared projection). Every mode but ``"shared"`` adds a second input ``is_item`` ``(B, 1)``: 1.0 for
+            a product photo, 0.0 for a snapshot; the auxiliary classifier stays shared.
 
     Returns:
         ``keras.Model`` mapping ``(B, H, W, C)`` to
@@ -56,9 +63,12 @@ def build_cgd_head(
         raise ValueError("at least one branch is required")
     if descriptor_dim % len(branches):
         raise ValueError(f"descriptor_dim={descriptor_dim} not divisible by {len(branches)} branches")
+    if domains not in DOMAIN_MODES:
+        raise ValueError(f"unknown domains mode {domains!r}; known: {', '.join(DOMAIN_MODES)}")
     branch_dim = descriptor_dim // len(branches)
 
     features = keras.Input(shape=tuple(feature_shape), name="features")
+    is_item = keras.Input(shape=(1,), name="is_item") if domains != "shared" else None
     parts = []
     first_pooled = None
     for i, kind in enumerate(branches):
@@ -66,14 +76,48 @@ def build_cgd_head(
         pooled = make_pooling(kind, name=f"pool_{i}_{kind}", **kwargs)(features)
         if i == 0:
             first_pooled = pooled
-        proj = keras.layers.Dense(branch_dim, use_bias=False, name=f"fc_{i}_{kind}")(pooled)
+        proj = _domain_projection(pooled, is_item, domains, branch_dim, name=f"fc_{i}_{kind}")
         parts.append(L2Normalize(name=f"l2_{i}_{kind}")(proj))
     concat = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="concat")(parts)
     descriptor = L2Normalize(name="descriptor")(concat)
 
     aux = keras.layers.BatchNormalization(name="aux_bn")(first_pooled)
     logits = keras.layers.Dense(num_classes, name="aux_logits")(aux)
-    return keras.Model(features, {"descriptor": descriptor, "logits": logits}, name=name)
+    inputs = features if is_item is None else [features, is_item]
+    return keras.Model(inputs, {"descriptor": descriptor, "logits": logits}, name=name)
+
+
+#: How a head treats the two kinds of image (:func:`build_cgd_head`'s ``domains``).
+DOMAIN_MODES = ("shared", "separate", "adapter", "affine")
+
+
+class _DomainAffine(keras.layers.Layer):
+    """``g * (1 + is_item * a) + is_item * b`` per channel, ``a`` and ``b`` starting at zero (a snapshot passes
+    unchanged; a product photo's pooled features get their own learnt scale and shift)."""
+
+    def build(self, input_shape):
+        channels = input_shape[0][-1]
+        self.scale = self.add_weight(name="scale", shape=(channels,), initializer="zeros")
+        self.shift = self.add_weight(name="shift", shape=(channels,), initializer="zeros")
+
+    def call(self, inputs):
+        pooled, is_item = inputs
+        return pooled * (1.0 + is_item * self.scale) + is_item * self.shift
+
+
+def _domain_projection(pooled, is_item, domains: str, units: int, name: str):
+    """One branch's projection of its pooled features under the ``domains`` mode."""
+    if domains == "shared":
+        return keras.layers.Dense(units, use_bias=False, name=name)(pooled)
+    if domains == "affine":
+        moved = _DomainAffine(name=f"{name}_item_affine")([pooled, is_item])
+        return keras.layers.Dense(units, use_bias=False, name=name)(moved)
+    snapshot = keras.layers.Dense(units, use_bias=False, name=name)(pooled)
+    if domains == "separate":
+        item = keras.layers.Dense(units, use_bias=False, name=f"{name}_item")(pooled)
+        return is_item * item + (1.0 - is_item) * snapshot
+    correction = keras.layers.Dense(units, use_bias=False, kernel_initializer="zeros", name=f"{name}_item_delta")(pooled)
+    return snapshot + is_item * correction  # "adapter"
 
 
 def build_cgd_model(backbone_feature_model: keras.Model, head: keras.Model, name: str = "cgd") -> keras.Model:

@@ -45,6 +45,8 @@ class TrainConfig:
     last_stage_learning_rate: float = 1e-4  # its own Adam: pretrained weights move slower than the new head
     ensemble: int = 3           # heads trained independently (seeds seed, seed+1, ...), descriptors concatenated
     test_time_flip: bool = False  # the exported model describes an image by the mean of it and its mirror image
+    domains: str = "shared"     # product photos and snapshots through one head, or per-kind projections
+                                # (ml.cgd.DOMAIN_MODES; measured in session 12, docs/RESULTS.md)
 
     @property
     def batch_size(self) -> int:
@@ -80,6 +82,10 @@ class TrainConfig:
         if self.backbone not in VARIANTS:
             raise ValueError(f"unknown backbone {self.backbone!r}; known: {', '.join(sorted(VARIANTS))}")
         check_loss_name(self.loss)
+        from ml.cgd.model import DOMAIN_MODES
+
+        if self.domains not in DOMAIN_MODES:
+            raise ValueError(f"unknown domains {self.domains!r}; known: {', '.join(DOMAIN_MODES)}")
         return self
 
 

@@ -112,7 +112,9 @@ def train(dataset: LookDataset, train_look_ids, out_dir, cache_dir, config: Trai
     last_stage = _imagenet_last_stage(config, cache_dir) if config.fine_tune_last_stage else None
     head_input_shape = tuple(last_stage.output.shape[1:]) if last_stage is not None else some.shape
     head = build_cgd_head(head_input_shape, num_classes, config.descriptor_dim,
-                          branches=tuple(config.branches))
+                          branches=tuple(config.branches), domains=config.domains)
+    per_domain = config.domains != "shared"
+    all_snapshots = set(dataset.snapshot_names())
     loss = build_loss(config.loss, num_classes, config.descriptor_dim, **dict(config.loss_options))
     # (optimizer, its variables): the new head and loss; the pretrained last stage at its own rate
     groups = [(keras.optimizers.Adam(learning_rate=config.learning_rate),
@@ -127,16 +129,18 @@ def train(dataset: LookDataset, train_look_ids, out_dir, cache_dir, config: Trai
     model_weights = [w for m in trained_models for w in m.weights]
     state_vars = model_weights + list(loss.variables) + [v for opt, _ in groups for v in opt.variables]
 
-    def forward(x, training):
+    def forward(x, is_snapshot, training):
         x = tf.cast(x, tf.float32)  # the cache is float16; casting in the graph is faster than in numpy
         if last_stage is not None:
             x = last_stage(x, training=training)
+        if per_domain:  # the head's projections depend on the image's kind
+            return head([x, 1.0 - tf.cast(is_snapshot, tf.float32)[:, None]], training=training)
         return head(x, training=training)
 
     @tf.function(reduce_retracing=True)
     def train_step(x, labels, mask, is_snapshot):
         with tf.GradientTape() as tape:
-            value = loss(LossBatch.from_outputs(forward(x, True), labels, mask, is_snapshot))
+            value = loss(LossBatch.from_outputs(forward(x, is_snapshot, True), labels, mask, is_snapshot))
         grads = tape.gradient(value, variables)
         start = 0
         for optimizer, group_vars in groups:
@@ -146,15 +150,16 @@ def train(dataset: LookDataset, train_look_ids, out_dir, cache_dir, config: Trai
         return value
 
     @tf.function(reduce_retracing=True)
-    def describe(x):
-        return forward(x, False)["descriptor"]
+    def describe(x, is_snapshot):
+        return forward(x, is_snapshot, False)["descriptor"]
 
     def descriptors(names_):
         out = []
         step = 64 if last_stage is not None else 256
         for s in range(0, len(names_), step):
-            x = feats[[index[n] for n in names_[s:s + step]], 0]
-            out.append(describe(tf.constant(x)).numpy())
+            chunk = names_[s:s + step]
+            x = feats[[index[n] for n in chunk], 0]
+            out.append(describe(tf.constant(x), tf.constant([n in all_snapshots for n in chunk])).numpy())
         return np.concatenate(out) if out else np.zeros((0, config.descriptor_dim), np.float32)
 
     def validate():
