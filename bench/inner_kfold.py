@@ -43,7 +43,8 @@ CONFIGS = {"frozen": {}, "ft": {"fine_tune_last_stage": True},
            "xm": {"loss": "arcface+classification+cross_modal"},  # session 11: + the cross-modal loss
            "xm03": {"loss": "arcface+classification+cross_modal", "loss_options": {"weights": {"cross_modal": 0.3}}},
            # session 12: product photos and snapshots through per-kind projections (ml.cgd.DOMAIN_MODES)
-           "dsep": {"domains": "separate"}, "dadapt": {"domains": "adapter"}, "daffine": {"domains": "affine"}}
+           "dsep": {"domains": "separate"}, "dadapt": {"domains": "adapter"}, "daffine": {"domains": "affine"},
+           "item288": {"item_input_size": 288}}  # product photos at 288 px (the same 9 x 9 map as 260's)
 DIRECTIONS = ("snapshot_to_items", "snapshot_to_unseen_items", "item_to_snapshots", "item_to_looks",
               "unseen_item_to_looks")
 FOLDS = 5

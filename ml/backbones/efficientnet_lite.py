@@ -161,7 +161,7 @@ def _mbconv(x, cfg: BlockConfig, fold_bn: bool = False):
 
 
 def build_efficientnet_lite(variant="lite0", include_top: bool = True,
-                            num_classes: int = 1000, fold_bn: bool = False) -> keras.Model:
+                            num_classes: int = 1000, fold_bn: bool = False, input_size: int | None = None) -> keras.Model:
     """Build EfficientNet-Lite ``variant`` (randomly initialised).
 
     Input: ``(size, size, 3)`` float32, channels-last, preprocessed.
@@ -169,9 +169,10 @@ def build_efficientnet_lite(variant="lite0", include_top: bool = True,
     ``top_activation`` feature map ``(h, w, 1280)``.
     ``fold_bn=True`` builds the inference-only graph without BatchNorm layers
     (convolutions with bias); fill it with :func:`fold_batchnorm`.
+    ``input_size``: another square input than the variant's (the weights do not depend on it).
     """
     v = _variant(variant)
-    size = v.input_size
+    size = int(input_size or v.input_size)
     inputs = keras.Input(shape=(size, size, 3), name="image")
     x = layers.Conv2D(STEM_FILTERS, 3, strides=2, padding="same", use_bias=fold_bn,
                       name="stem_conv")(inputs)

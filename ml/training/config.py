@@ -47,6 +47,8 @@ class TrainConfig:
     test_time_flip: bool = False  # the exported model describes an image by the mean of it and its mirror image
     domains: str = "shared"     # product photos and snapshots through one head, or per-kind projections
                                 # (ml.cgd.DOMAIN_MODES; measured in session 12, docs/RESULTS.md)
+    item_input_size: int = 0    # product photos' input size in px (0: the backbone's, as snapshots); one that
+                                # gives the same feature map (e.g. 288 for lite2's 260: both 9 x 9)
 
     @property
     def batch_size(self) -> int:
@@ -74,7 +76,7 @@ class TrainConfig:
         from ml.backbones.efficientnet_lite import VARIANTS
 
         for name, low in (("epochs", 1), ("P", 1), ("K", 1), ("views", 1), ("ensemble", 1),
-                          ("descriptor_dim", 1), ("patience", 0)):
+                          ("descriptor_dim", 1), ("patience", 0), ("item_input_size", 0)):
             if int(getattr(self, name)) < low:
                 raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
         if self.batch_size < 2:

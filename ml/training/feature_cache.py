@@ -91,7 +91,8 @@ def augment(img: Image.Image, view: int, key: str, size: int) -> np.ndarray:
 class FeatureCache:
     """Disk cache of backbone feature maps for one backbone variant."""
 
-    def __init__(self, cache_dir, variant: str = "lite0", weights_dir=None, stage: str = "top"):
+    def __init__(self, cache_dir, variant: str = "lite0", weights_dir=None, stage: str = "top",
+                 input_size: int | None = None):
         from ml.backbones.efficientnet_lite import VARIANTS
 
         if variant not in VARIANTS:
@@ -100,7 +101,8 @@ class FeatureCache:
             raise ValueError(f"unknown feature stage {stage!r}; expected one of {STAGES}")
         self.variant = variant
         self.stage = stage
-        self.input_size = VARIANTS[variant].input_size
+        # the variant's own input size unless another is asked for (product photos at a higher resolution)
+        self.input_size = int(input_size or VARIANTS[variant].input_size)
         suffix = "" if stage == "top" else f"-{stage}"
         self.root = Path(cache_dir) / f"{variant}-{self.input_size}{suffix}"
         # ImageNet weights cache (the platform's models dir: the parent of features/)
@@ -117,10 +119,17 @@ class FeatureCache:
         if self._model is None:
             import tensorflow as tf
 
-            from ml.backbones.efficientnet_lite import split_last_stage
+            from ml.backbones.efficientnet_lite import VARIANTS, split_last_stage
             from ml.backbones.imagenet import feature_model, load_folded_imagenet_efficientnet_lite
 
             folded = load_folded_imagenet_efficientnet_lite(self.variant, self.weights_dir)
+            if self.input_size != VARIANTS[self.variant].input_size:  # the same weights at another input size
+                from ml.backbones.efficientnet_lite import build_efficientnet_lite
+
+                resized = build_efficientnet_lite(self.variant, include_top=True, fold_bn=True,
+                                                  input_size=self.input_size)
+                resized.set_weights(folded.get_weights())
+                folded = resized
             if self.stage == "top":
                 fm = feature_model(folded)
             else:

@@ -47,8 +47,21 @@ def _load_features(dataset, names, cache_dir, config, progress):
 
     stage = "last_stage_input" if config.fine_tune_last_stage else "top"
     cache = FeatureCache(Path(cache_dir), config.backbone, stage=stage)
-    paths = [str(dataset.root / n) for n in names]
-    maps, errors = cache.features(paths, views=range(config.views), progress=progress)
+    groups = [(cache, names)]
+    if config.item_input_size:  # product photos from their own cache, at their own input size
+        snapshots = set(dataset.snapshot_names())
+        item_cache = FeatureCache(Path(cache_dir), config.backbone, stage=stage, input_size=config.item_input_size)
+        groups = [(cache, [n for n in names if n in snapshots]), (item_cache, [n for n in names if n not in snapshots])]
+    maps, errors = {}, {}
+    for group_cache, group in groups:
+        got, bad = group_cache.features([str(dataset.root / n) for n in group], views=range(config.views),
+                                        progress=progress)
+        maps.update(got)
+        errors.update(bad)
+    shapes = {m.shape for m in maps.values()}
+    if len(shapes) > 1:
+        raise ValueError(f"item_input_size={config.item_input_size} gives feature maps of another shape than "
+                         f"the snapshots' ({sorted(shapes)}): choose a size with the same map")
     for p, msg in errors.items():
         print(f"skipped {Path(p).name}: {msg}", file=sys.stderr)
     return maps, {Path(p).name: m for p, m in errors.items()}, cache

@@ -52,3 +52,77 @@ def test_unknown_mode_is_refused_by_name():
         build_cgd_head((3, 3, 8), 5, 16, domains="per-photo")
     with pytest.raises(ValueError, match="domains"):
         TrainConfig(domains="per-photo").check()
+
+
+# ---------------------------------------------------------------- training with the kind of each image
+from pathlib import Path  # noqa: E402
+
+from ml.evaluation.dataset import LookDataset  # noqa: E402
+from ml.training import subset_dataset, train  # noqa: E402
+from ml.training.feature_cache import FeatureCache  # noqa: E402
+
+DEV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "musinsa" / "dev"
+LOOKS = (0, 1, 2, 3, 4)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    if not DEV.is_dir():
+        pytest.fail(f"the sample catalogue is missing: {DEV}")
+    return subset_dataset(LookDataset.from_folder(DEV), LOOKS)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+def _config(**kw):
+    base = dict(backbone="lite0", epochs=2, P=2, K=2, descriptor_dim=32, views=1, patience=5, seed=1, ensemble=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_adapter_training_moves_the_product_correction(dataset, models_dir, tmp_path):
+    """The product-only correction starts at zero and training moves it, so a product photo and a snapshot with
+    the same feature map get different descriptors."""
+    looks = sorted(dataset.looks)
+    result = train(dataset, looks[:-1], tmp_path / "run", models_dir / "features", _config(domains="adapter"),
+                   val_look_ids=looks[-1:], progress=False, log=lambda m: None)
+    deltas = [w for w in result.head.weights if "item_delta" in w.path]
+    assert len(deltas) == 2 and all(np.abs(np.asarray(w)).max() > 0 for w in deltas)
+    x = np.random.default_rng(0).random((2,) + tuple(result.feature_shape)).astype(np.float32)
+    as_items = np.asarray(result.head([x, np.ones((2, 1), np.float32)])["descriptor"])
+    as_snapshots = np.asarray(result.head([x, np.zeros((2, 1), np.float32)])["descriptor"])
+    assert np.abs(as_items - as_snapshots).max() > 1e-4
+    names = [dataset.snapshot_names()[0], dataset.item_name(next(iter(dataset.items)))]
+    vectors = result.vectors_fn(names)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_feature_cache_at_another_input_size(dataset, models_dir):
+    """Lite0 at 200 px: the same 7 x 7 map as at its own 224 px, another cache folder, other values."""
+    path = str(dataset.root / dataset.item_name(next(iter(dataset.items))))
+    native = FeatureCache(models_dir / "features", "lite0")
+    other = FeatureCache(models_dir / "features", "lite0", input_size=200)
+    assert other.root.name == "lite0-200" and native.root.name == "lite0-224"
+    a = native.features([path])[0][(path, 0)]
+    b = other.features([path])[0][(path, 0)]
+    assert a.shape == b.shape == (7, 7, 1280)
+    assert np.abs(a.astype(np.float32) - b.astype(np.float32)).max() > 1e-2
+
+
+def test_items_at_their_own_input_size(dataset, models_dir, tmp_path):
+    """Product photos read from their own size's cache; a size with another feature map is refused by name."""
+    looks = sorted(dataset.looks)
+    train(dataset, looks[:-1], tmp_path / "run", models_dir / "features", _config(item_input_size=200, epochs=1),
+          val_look_ids=looks[-1:], progress=False, log=lambda m: None)
+    cached = {p.stem for p in (models_dir / "features" / "lite0-200").rglob("*.npy")}
+    from ml.training.feature_cache import file_sha256
+
+    items = {file_sha256(dataset.root / n) for key in dataset.items for n in dataset.items[key][:1]}
+    snapshots = {file_sha256(dataset.root / n) for n in dataset.snapshot_names()}
+    assert items & cached and not snapshots & cached
+    with pytest.raises(ValueError, match="item_input_size=256"):
+        train(dataset, looks[:-1], tmp_path / "bad", models_dir / "features", _config(item_input_size=256),
+              val_look_ids=looks[-1:], progress=False, log=lambda m: None)
