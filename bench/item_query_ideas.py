@@ -36,6 +36,9 @@ cached feature maps (var/models/features), so every row costs seconds to minutes
   held-out looks (about as many as the val model's 60-look inner split), its choice scored on the test fold, beside
   the default scored there; the mean over the 20 (test, selection) pairs, pooled as the other rows;
 * `perfold` (session 11): snapshot -> items fold by fold for every combination of `--grid` (how certain a choice is).
+* `itemres` (session 12): item queries described at a higher input resolution (`--item-sizes`, px) by the fold's
+  heads as trained (at 260 px); the catalogue's items, the snapshots and the hub reference stay at 260 px as
+  stored, so only the item directions move (served by embedding an item-query upload at that size).
 
 `--flip-all` puts every row on top of flip at test time.
 
@@ -99,6 +102,60 @@ def fold_head(run: Path, feature_shape):
 
 
 _FLIPPED: dict = {}
+
+
+def item_query_vectors(args, dataset, names, fold: int, candidate: str, size: int) -> dict:
+    """The candidate's descriptors of the item files among ``names`` at input size ``size`` (one fold)."""
+    from ml.training.feature_cache import FeatureCache
+
+    snapshots = set(dataset.snapshot_names())
+    items = [n for n in names if n not in snapshots]
+    maps, _ = FeatureCache(args.cache, "lite2", input_size=size).features([dataset.root / n for n in items])
+    by_name = {Path(p).name: m for (p, _), m in maps.items()}
+    order = [n for n in items if n in by_name]
+    x = np.stack([by_name[n] for n in order]).astype(np.float32)
+    config, seeds = candidate.split(":")
+    parts = []
+    for seed in seeds.split(","):
+        head = fold_head(run_dir(args.out, fold, config, int(seed)), x.shape[1:])
+        parts.append(np.concatenate([np.asarray(head(x[i:i + 128])) for i in range(0, len(x), 128)]))
+    return dict(zip(order, normalise(np.concatenate(parts, axis=1))))
+
+
+def item_query_rows(args, dataset, pool, candidate, settings, size: int) -> dict:
+    """Five folds pooled with item queries at ``size`` px and everything else as stored (`itemres`)."""
+    from ml.evaluation.protocols import ITEM_TO_SNAPSHOTS, evaluate
+    from ml.retrieval.ranker import ScoringRanker
+
+    class ItemQueryRanker(ScoringRanker):
+        """Item -> snapshots queries take their own descriptors; the gallery, the known snapshots and the hub
+        reference (the known items, built at construction) keep the stored ones."""
+
+        def __init__(self, vectors, queries, *a):
+            super().__init__(vectors, *a)
+            self.queries = queries
+
+        def scores(self, task):
+            if task.direction != ITEM_TO_SNAPSHOTS:
+                return super().scores(task)
+            stored = self.vectors
+            self.vectors = {**stored, **{q.name: self.queries[q.name] for q in task.queries if q.name in self.queries}}
+            try:
+                return super().scores(task)
+            finally:
+                self.vectors = stored
+
+    total = new_pool()
+    split = subset_dataset(dataset, pool)
+    done = trained_folds(args, candidate)
+    for fold in done:
+        known, held = fold_split(pool, fold)
+        vectors = split_vectors(args, fold, candidate, split)
+        queries = item_query_vectors(args, dataset, list(vectors), fold, candidate, size)
+        add_to_pool(total, evaluate(split, held, ItemQueryRanker(vectors, queries, split, known, settings)).metrics)
+    total = pool_means(total)
+    total["folds"] = done
+    return total
 
 
 def flip_vectors(args, dataset, names, fold: int, candidate: str) -> dict:
@@ -408,6 +465,7 @@ def main() -> None:
     parser.add_argument("--grid", nargs="+", default=[], help="name=v1,v2 ...: every combination (idea `grid`)")
     parser.add_argument("--base", nargs="*", default=[], help="name=value changes to DEFAULT_POSTPROCESSING for every row")
     parser.add_argument("--pca-dims", type=int, nargs="*", default=[])
+    parser.add_argument("--item-sizes", type=int, nargs="+", default=[288, 320], help="idea `itemres`: px")
     args = parser.parse_args()
     global DATASET
     dataset = DATASET = LookDataset.from_folder(args.data)
@@ -562,6 +620,10 @@ def main() -> None:
                     m = evaluate_vectors(split, vectors, held, known, replace(base, **changes))["snapshot_to_items"]
                     print(f"    fold {fold}, {', '.join(f'{n} = {v}' for n, v in changes.items())}: s->i "
                           f"{m['mAP@100']:.4f} / {m['hit@6']:.3f}", flush=True)
+        if "itemres" in args.ideas:
+            for size in args.item_sizes:
+                print(row(f"{model}, item queries at {size} px (the rest as stored)",
+                          item_query_rows(args, dataset, pool, model, base, size)), flush=True)
         if "pooling" in args.ideas:
             import ml.retrieval.scoring as scoring
 
