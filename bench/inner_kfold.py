@@ -69,7 +69,7 @@ def run_dir(out: Path, fold: int, config: str, seed: int) -> Path:
 
 def train_all(args, dataset, pool) -> None:
     for seed in args.seeds:
-        for fold in range(FOLDS):
+        for fold in args.folds:
             for config in args.configs:
                 target = run_dir(args.out, fold, config, seed)
                 if (target / "vectors.pkl").exists():
@@ -192,6 +192,8 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="+", default=["frozen:0", "frozen:0,1,2", "ft:0", "ft:0,1,2"])
     parser.add_argument("--models", nargs="+", default=["frozen:0", "ft:0"])
     parser.add_argument("--available-folds", action="store_true", help="pool only the folds already trained")
+    parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)),
+                        help="`train`: only these folds (two processes can train different folds at once)")
     args = parser.parse_args()
     dataset = LookDataset.from_folder(args.data)
     pool = sorted(set(dataset.looks) - read_look_ids(args.test_looks, dataset))
