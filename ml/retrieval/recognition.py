@@ -6,8 +6,9 @@ upload borrows the product's expert links (the looks that link it), as the evalu
 
     match = near_duplicate(query_vec, candidate_vecs, settings)   # index into candidates, or None
 
-The threshold is measured, not guessed (``bench/recognition_threshold.py``): re-encoded, resized and cropped
-copies of catalogue items against their nearest distinct item; the default model's value is the default here.
+The threshold is measured, not guessed (``ml.evaluation.recognition``): re-encoded, resized and cropped
+copies of catalogue items against their nearest distinct item. Every model the recipe exports measures its own
+on its training items; the default here (one model's value) is for cards written before that.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class RecognitionSettings:
     #: docs/RESULTS.md "Recognition threshold, session 10"): it recognises 80 % of JPEG re-encodes, a third of
     #: half-size copies and few crops
     near_duplicate_cosine: float = 0.9691
+    #: how the threshold was measured for this model (``ml.evaluation.recognition.RecognitionMeasurement
+    #: .settings``: items, false-match rate, share of each kind of copy recognised); None: the default above
+    measured: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

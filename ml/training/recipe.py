@@ -10,6 +10,8 @@
   there; phase 2 trains on all non-test looks for the best epoch count of phase 1 and is exported.
 * ``config.ensemble`` > 1: every phase trains that many members (own seeds, own early stopping); the
   post-processing is chosen on the ensemble's descriptors.
+* the exported model then measures its own near-duplicate threshold on its training items
+  (:func:`measure_own_recognition`, ``ml.evaluation.recognition``) for the card.
 
 Every caller gets the same rules (:mod:`ml.training.config`): the config is checked, and a batch never
 holds more looks than the phase trains on.  No Django imports here.
@@ -35,7 +37,11 @@ from .export import domain_mean_snapshots, export_model_dir, hub_reference_items
 from .selection import evaluate_vectors, select_postprocessing
 from .splits import data_fingerprint, inner_split, subset_dataset
 
-__all__ = ["train_with_selection", "training_split"]
+__all__ = ["train_with_selection", "training_split", "measure_own_recognition", "RECOGNITION_SAMPLE"]
+
+#: training items copied (4 copies each) to measure an exported model's recognition threshold: with the reference
+#: items themselves (at most MAX_HUB_REFERENCE), ~1,850 forward passes for the 240 dev looks' 1,050 items
+RECOGNITION_SAMPLE = 200
 
 
 def training_split(dataset: LookDataset, test_look_ids=(), val_look_ids=None) -> tuple[list[int], list[int]]:
@@ -119,4 +125,28 @@ def train_with_selection(dataset: LookDataset, out_dir, cache_dir, config: Train
                          train_seconds=round(time.time() - t0, 1),
                          skipped_images=[f"{n}: {m}" for n, m in sorted(skipped.items())],
                      ))
+    card = ModelCard.read(out_dir)
+    measure_own_recognition(out_dir, card, [dataset.root / n for n in hub_reference_items(dataset, train_ids)],
+                            progress=progress, log=log)
     return ModelCard.read(out_dir)
+
+
+def measure_own_recognition(model_dir, card: ModelCard, item_paths, sample: int = RECOGNITION_SAMPLE,
+                            progress: bool = False, log=print) -> None:
+    """Measures the exported model's own near-duplicate threshold on its training items (the cosine at which 1 %
+    of unknown products would match moves with every model) and writes it into its card."""
+    from ml.embedding import CGDEmbedder
+    from ml.evaluation.recognition import measure_recognition
+
+    t0 = time.time()
+    measurement = measure_recognition(CGDEmbedder(model_dir), item_paths, sample=sample, progress=progress)
+    if measurement is None:
+        log("recognition: fewer than two item photos, the default threshold stays")
+        return
+    card.recognition = measurement.settings()
+    card.train_seconds = round(card.train_seconds + time.time() - t0, 1)
+    card.write(model_dir)
+    recognised = measurement.recognised()
+    log(f"recognition threshold: cosine {measurement.threshold:.4f} (false matches "
+        f"{measurement.false_matches():.1%} of {len(measurement.outside)} photos of unknown products; recognised: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in recognised.items()) + f"; {time.time() - t0:.0f} s)")

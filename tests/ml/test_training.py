@@ -128,6 +128,31 @@ def test_training_writes_a_loadable_model_dir(trained, dataset):
     assert not only_test & set(names), "no test look's own item is a reference item"
 
 
+def test_the_exported_model_measures_its_own_recognition_threshold(trained, dataset):
+    """The card's near-duplicate threshold is this model's, measured on its training items (not a default
+    carried over from another model), and it is the lowest cosine that keeps false matches at 1 % or fewer."""
+    from ml.evaluation.recognition import measure_recognition
+    from ml.training.export import hub_reference_items
+
+    out, card, logs = trained
+    names = hub_reference_items(dataset, [i for i in LOOKS if i not in TEST])
+    measured = card.recognition.measured
+    assert measured is not None and measured["catalogue_items"] == len(names)
+    assert measured["sampled_items"] == len(names)  # the tiny catalogue is sampled whole
+    assert set(measured["recognised"]) == {"JPEG q60", "half size", "central 85 % crop", "all three"}
+    assert any("recognition threshold" in line for line in logs)
+
+    again = measure_recognition(load_embedder(str(out)), [dataset.root / n for n in names])
+    assert card.recognition.near_duplicate_cosine == round(again.threshold, 4)
+    assert again.false_matches() <= 0.01 and measured["false_matches"] == round(again.false_matches(), 4)
+    assert len(again.outside) == 5 * len(names)  # each left-out item and its four copies
+    lower = np.unique(np.round(again.outside, 4))
+    lower = lower[lower < again.threshold]
+    if lower.size:  # any lower cosine lets more than 1 % of unknown products match
+        assert again.false_matches(float(lower.max())) > 0.01
+    assert all(0.0 <= share <= 1.0 for share in again.recognised().values())
+
+
 def test_bad_model_dirs(tmp_path):
     with pytest.raises(ModelDirError, match="not found"):
         CGDEmbedder(tmp_path / "missing")
