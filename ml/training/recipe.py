@@ -64,6 +64,11 @@ def train_with_selection(dataset: LookDataset, out_dir, cache_dir, config: Train
     """The recipe (module docstring); writes the model directory ``out_dir`` and returns its card."""
     t0 = time.time()
     config.check()
+    if config.domains != "shared" or config.item_input_size:
+        # measured on the inner folds only (docs/RESULTS.md, issue 11 session 12): the export, the embedder and
+        # the platform describe every image with one head at one input size
+        raise ValueError(f"domains={config.domains!r} / item_input_size={config.item_input_size} cannot be exported "
+                         "or served yet: train them with bench/inner_kfold.py")
     out_dir = Path(out_dir)
     work = out_dir / "work"
     test = set(test_look_ids)

@@ -126,3 +126,13 @@ def test_items_at_their_own_input_size(dataset, models_dir, tmp_path):
     with pytest.raises(ValueError, match="item_input_size=256"):
         train(dataset, looks[:-1], tmp_path / "bad", models_dir / "features", _config(item_input_size=256),
               val_look_ids=looks[-1:], progress=False, log=lambda m: None)
+
+
+def test_the_recipe_refuses_what_it_cannot_export(dataset, tmp_path):
+    """Per-kind heads and per-kind input sizes are measured on the folds; the exported recipe says so by name."""
+    from ml.training import train_with_selection
+
+    for options in ({"domains": "adapter"}, {"item_input_size": 288}):
+        with pytest.raises(ValueError, match="cannot be exported"):
+            train_with_selection(dataset, tmp_path / "model", tmp_path / "features", _config(**options),
+                                 test_look_ids={4}, progress=False, log=lambda m: None)
