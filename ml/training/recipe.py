@@ -128,13 +128,14 @@ def train_with_selection(dataset: LookDataset, out_dir, cache_dir, config: Train
     card = ModelCard.read(out_dir)
     measure_own_recognition(out_dir, card, [dataset.root / n for n in hub_reference_items(dataset, train_ids)],
                             progress=progress, log=log)
-    return ModelCard.read(out_dir)
+    return card  # as written (measure_own_recognition writes what it changes)
 
 
 def measure_own_recognition(model_dir, card: ModelCard, item_paths, sample: int = RECOGNITION_SAMPLE,
                             progress: bool = False, log=print) -> None:
     """Measures the exported model's own near-duplicate threshold on its training items (the cosine at which 1 %
-    of unknown products would match moves with every model) and writes it into its card."""
+    of unknown products would match moves with every model) and writes it into its card: ``card`` (the one read
+    from ``model_dir``) is updated and written back."""
     from ml.embedding import CGDEmbedder
     from ml.evaluation.recognition import measure_recognition
 
