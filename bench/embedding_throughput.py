@@ -9,8 +9,9 @@ batched forward pass, measured in the same run, and where the time goes.
 Runs on its own data directory (var/bench) and Redis port, so it never touches the platform's data. For the
 model (the untrained Lite0 by default, or a trained model directory with --model):
 1. limit: the model's batched forward pass on images decoded beforehand (`Embedder.embed_batch`, batches of
-   32, float32 inputs), after a warm-up, before and after the pipeline (the mean is the limit), with the
-   worker's TensorFlow thread pools (settings.WORKER_TF_*_THREADS);
+   32, float32 inputs), after a warm-up, before and after the pipeline (the mean), in two layouts: in this
+   process on every core, and (when the worker's pool has several processes) as that many processes side by
+   side, each on its share of the cores. The limit is the faster of the two;
 2. parts: single-threaded decode through the storage API (to the uint8 pixels the worker hands the model), and
    the database write of a batch, per image; and the worker's decode + forward loop alone (`iter_embedded`
    through the storage, no database or Celery), before and after the pipeline: what the pipeline reaches at
@@ -99,6 +100,57 @@ def measure_limit(embedder, arrays, batch_size: int = 32, repeats: int = 3) -> t
     return best, min(cpu)
 
 
+def _forward_in_child(spec, cache_dir, arrays_path, intra_op, batch_size, repeats, barrier, results):
+    """One process of measure_limit_in_processes: the model on `intra_op` threads, timed after a barrier."""
+    import numpy as np
+
+    from ml.embedding import load_embedder, set_tf_threads
+
+    set_tf_threads(intra_op, 1)
+    embedder = load_embedder(spec, cache_dir)
+    arrays = np.load(arrays_path)
+    embedder.embed_batch(arrays[:batch_size])  # warm-up (graph tracing)
+    for _ in range(repeats):
+        barrier.wait()  # every process starts each pass together: the passes overlap fully
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for start in range(0, len(arrays), batch_size):
+            embedder.embed_batch(arrays[start:start + batch_size])
+        results.put((time.perf_counter() - started, time.process_time() - cpu_started))
+
+
+def measure_limit_in_processes(spec, cache_dir, arrays, processes: int, batch_size: int = 32,
+                               repeats: int = 3) -> tuple[float, float]:
+    """The model's batched forward pass in the layout of the worker's pool: `processes` processes side by side,
+    each TensorFlow on cores // processes threads, each running every array. Images per second for them all
+    (best of `repeats` passes) and CPU milliseconds per image. One process on every core loses time to the
+    threads of an operation waiting for each other; processes of their own do not, so this can be the higher
+    of the two limits."""
+    import multiprocessing
+    import tempfile
+
+    import numpy as np
+
+    from ml.embedding import available_cores
+
+    context = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
+    intra_op = max(1, available_cores() // processes)
+    with tempfile.TemporaryDirectory() as folder:
+        arrays_path = Path(folder) / "arrays.npy"
+        np.save(arrays_path, np.stack(arrays))
+        barrier, results = context.Barrier(processes), context.Queue()
+        children = [context.Process(target=_forward_in_child, args=(
+            spec, str(cache_dir), str(arrays_path), intra_op, batch_size, repeats, barrier, results))
+            for _ in range(processes)]
+        for child in children:
+            child.start()
+        passes = [[results.get(timeout=600) for _ in children] for _ in range(repeats)]
+        for child in children:
+            child.join()
+    best = max(processes * len(arrays) / max(wall for wall, _ in done) for done in passes)
+    cpu = min(sum(cpu for _, cpu in done) / (processes * len(arrays)) * 1000 for done in passes)
+    return best, cpu
+
+
 def measure_decode_and_forward(embedder, fields, repeats: int = 2) -> tuple[float, float]:
     """The worker's own loop without the platform around it: `Embedder.iter_embedded` on files read through the
     storage (its decoder thread beside the forward pass, steps of `model_batch_size`), no database, no Celery.
@@ -167,6 +219,8 @@ def main() -> None:
                         help="keep the catalogue imported before (--prepare): only the descriptors are made anew")
     parser.add_argument("--reembed", action="store_true",
                         help="embed as a re-embedding (the version not active, its indexes built at the end)")
+    parser.add_argument("--worker-processes", type=int, default=launcher.embedding_processes(),
+                        help="the worker's pool processes (default: as make run, fashionsite.launcher)")
     args = parser.parse_args()
 
     services = launcher.Services()
@@ -181,7 +235,7 @@ def main() -> None:
         from django.conf import settings
 
         from fashionsite.celery import app
-        from ml.embedding import set_tf_threads
+        from ml.embedding import intra_op_threads_for, set_tf_threads
         from recommender.embedders import get_embedder
         from recommender.models import Descriptor, Item, Look, ModelVersion, ReembedJob
         from recommender.services.catalogue import entries_from_folder, import_entries
@@ -242,12 +296,17 @@ def main() -> None:
         arrays, fields = parts.pop("arrays"), parts.pop("fields")
         loop_before, loop_cpu_before = measure_decode_and_forward(embedder, fields)
         limit_before, cpu_before = measure_limit(embedder, arrays)
+        layouts = {"in this process": [(limit_before, cpu_before)]}
+        pool_layout = f"{args.worker_processes} processes side by side, as the worker's pool"
+        if args.worker_processes > 1:
+            layouts[pool_layout] = [measure_limit_in_processes(version.spec, settings.MODEL_CACHE_DIR, arrays,
+                                                               args.worker_processes)]
 
         data_dir = Path(settings.DATA_DIR)
         worker_log_path = data_dir / "bench-worker.log"
         worker_log = worker_log_path.open("w")
         worker = psutil.Process(services.spawn(
-            "worker", launcher.worker_command(concurrency=1, beat=False),
+            "worker", launcher.worker_command(concurrency=args.worker_processes, beat=False),
             stdout=worker_log, stderr=subprocess.STDOUT,
         ).pid)
         started = time.monotonic()
@@ -276,17 +335,27 @@ def main() -> None:
         services.stop_service("worker")
         # the machine may be shared: the limit is measured before and after the pipeline, and the ratio uses
         # their mean (both are printed)
-        limit_after, cpu_after = measure_limit(embedder, arrays)
+        layouts["in this process"].append(measure_limit(embedder, arrays))
+        if args.worker_processes > 1:
+            layouts[pool_layout].append(measure_limit_in_processes(version.spec, settings.MODEL_CACHE_DIR, arrays,
+                                                                   args.worker_processes))
         loop_after, loop_cpu_after = measure_decode_and_forward(embedder, fields)
-        limit = (limit_before + limit_after) / 2
-        forward_cpu = (cpu_before + cpu_after) / 2
+        # the limit is the faster layout's forward pass (mean of before and after), whichever the worker uses
+        means = {name: tuple(sum(m[i] for m in runs) / len(runs) for i in (0, 1)) for name, runs in layouts.items()}
+        limit_layout = max(means, key=lambda name: means[name][0])
+        limit, forward_cpu = means[limit_layout]
+        (limit_before, cpu_before), (limit_after, cpu_after) = layouts[limit_layout]
         failed = Descriptor.objects.filter(status=Descriptor.Status.FAILED).count()
         steady = (total - first_ready_at[1]) / (finished - first_ready_at[0])
-        print(f"model: {version.name} ({version.dim}-d, {version.spec}); TensorFlow threads (intra-op, inter-op; "
-              f"0: one per core) {threads}, in the worker and here; load average now (1/5/15 min): "
-              + " ".join(f"{x:.2f}" for x in os.getloadavg()))
-        print(f"limit, the model's batched forward pass (batches of 32, decoded beforehand): {limit:.1f} images/s "
-              f"(before the pipeline {limit_before:.1f}, after {limit_after:.1f})")
+        print(f"model: {version.name} ({version.dim}-d, {version.spec}); the worker: {args.worker_processes} pool "
+              f"process(es), TensorFlow intra-op threads {intra_op_threads_for(args.worker_processes)} each; this "
+              f"process: TensorFlow threads (intra-op, inter-op; 0: one per core) {threads}; load average now "
+              f"(1/5/15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+        for name, runs in layouts.items():
+            print(f"the model's batched forward pass (batches of 32, decoded beforehand), {name}: "
+                  f"{means[name][0]:.1f} images/s (before the pipeline {runs[0][0]:.1f}, after {runs[-1][0]:.1f}), "
+                  f"CPU {means[name][1]:.1f} ms/image")
+        print(f"limit, the faster of these ({limit_layout}): {limit:.1f} images/s")
         print(f"parts, one thread each: decode through the storage {parts['decode_ms']:.2f} ms/image, "
               f"database write {parts['db_write_ms']:.2f} ms/image (Django's bulk_update, the old way: "
               f"{parts['orm_write_ms']:.2f}), forward pass {1000 / limit:.2f} ms/image")

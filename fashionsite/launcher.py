@@ -172,6 +172,16 @@ def manage(*args: str) -> None:
     subprocess.run([PYTHON, "manage.py", *args], cwd=PROJECT_ROOT, check=True)
 
 
+def embedding_processes() -> int:
+    """Pool processes of the bulk (embedding) worker: FASHIONSITE_EMBED_WORKER_PROCESSES, by default one per core.
+    Each runs the model on one thread: on 2 cores, 2 processes of one thread embed a re-embedding 1.2-1.3x as fast
+    as one process of two (docs/RESULTS.md, "Issue 9 point 5, session 13"), for a second copy of the model in
+    memory (~0.75 GB)."""
+    from ml.embedding import available_cores
+
+    return max(1, int(os.environ.get("FASHIONSITE_EMBED_WORKER_PROCESSES") or available_cores()))
+
+
 def worker_command(concurrency: int = 1, beat: bool = True, queue: str = "celery") -> list[str]:
     """The Celery worker of `queue` (comma-separated names for several): prefork, with the model loaded in each
     child after the fork (recommender.tasks). The queues are named in fashionsite.queueing."""
@@ -198,7 +208,7 @@ RECONCILE_EVERY = "10"  # seconds: pending work is queued this soon after Redis 
 def start_platform(services: Services, port: str) -> None:
     """The supervised services of `make run`: a worker per queue (fashionsite.queueing), the reconciler, the
     web. Each one that dies is restarted on its own (Services.supervise)."""
-    services.spawn("worker", worker_command(), supervised=True)  # bulk embedding, and the beat
+    services.spawn("worker", worker_command(concurrency=embedding_processes()), supervised=True)  # bulk embedding, and the beat
     services.spawn("interactive worker", worker_command(beat=False, queue="interactive"), supervised=True)
     services.spawn("training worker", worker_command(beat=False, queue="training"), supervised=True)
     services.spawn("reconciler", [PYTHON, "manage.py", "reconcile", "--every", RECONCILE_EVERY], supervised=True)

@@ -132,7 +132,9 @@ MODEL_CACHE_DIR = DATA_DIR / "models"
 # sharing passes saved ~8 % of the model's CPU per image but no measurable CPU per request under load, and it
 # queues a process's queries behind one another (docs/RESULTS.md, "Issue 10: load (session 9)").
 QUERY_BATCH_SIZE = int(os.environ.get("FASHIONSITE_QUERY_BATCH", "1"))
-# TensorFlow's thread pools in each Celery worker process (ml.embedding.set_tf_threads; 0: one thread per core).
+# TensorFlow's thread pools in each Celery worker process (ml.embedding.set_tf_threads). Intra-op 0: the cores
+# shared among the worker's pool processes (recommender.tasks.load_active_model), so the bulk worker's one process
+# per core (fashionsite.launcher) run one thread each, and a worker of one process uses every core.
 # One inter-op thread: the model is a chain of operations, and a second pool would compete for the cores with
 # the image decoder and the descriptor writer that overlap each forward pass (docs/RESULTS.md, issue 9 point 5).
 WORKER_TF_INTRA_OP_THREADS = int(os.environ.get("FASHIONSITE_WORKER_TF_INTRA_OP_THREADS", "0"))

@@ -2,7 +2,7 @@
 the database, so a worker that dies mid-task leaves work that is picked up again. Services never import this
 module: they queue tasks by name through fashionsite.queueing.enqueue."""
 from celery import shared_task
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
 from django.db import InterfaceError, OperationalError
 
 from recommender.services import embedding
@@ -48,17 +48,31 @@ def reconcile():
     return run()
 
 
+_pool_processes = 1  # this worker's pool size: set in its main process, before the pool forks (worker_init)
+
+
+@worker_init.connect
+def remember_pool_size(sender=None, **_):
+    """The main worker process learns its pool size before it forks the pool processes, which inherit it."""
+    global _pool_processes
+    concurrency = getattr(sender, "concurrency", None)
+    _pool_processes = concurrency if isinstance(concurrency, int) and concurrency > 0 else 1
+
+
 @worker_process_init.connect
 def load_active_model(**_):
-    """Sizes TensorFlow's thread pools (settings.WORKER_TF_*_THREADS), then loads (and warms up) the active model
-    in each worker process after the fork, not per task."""
+    """Sizes TensorFlow's thread pools, then loads (and warms up) the active model in each worker process after
+    the fork, not per task. Intra-op threads: settings.WORKER_TF_INTRA_OP_THREADS, or with 0 the cores shared
+    among the pool's processes (ml.embedding.intra_op_threads_for: the bulk worker's one process per core get
+    one thread each, a worker of one process gets every core)."""
     from django.conf import settings
 
-    from ml.embedding import set_tf_threads
+    from ml.embedding import intra_op_threads_for, set_tf_threads
     from recommender.embedders import get_embedder
     from recommender.services.versions import active_version
 
-    set_tf_threads(settings.WORKER_TF_INTRA_OP_THREADS, settings.WORKER_TF_INTER_OP_THREADS)
+    intra_op = settings.WORKER_TF_INTRA_OP_THREADS or intra_op_threads_for(_pool_processes)
+    set_tf_threads(intra_op, settings.WORKER_TF_INTER_OP_THREADS)
 
     try:
         get_embedder(active_version())

@@ -328,6 +328,18 @@ def test_set_tf_threads_is_refused_once_tensorflow_runs(embedder):
     assert tf.config.threading.get_inter_op_parallelism_threads() == before
 
 
+def test_model_processes_share_the_cores_between_their_threads():
+    """The bulk worker's pool processes each run TensorFlow on their share of the cores, at least one thread."""
+    from ml.embedding import available_cores, intra_op_threads_for
+
+    cores = available_cores()
+    assert cores >= 1
+    assert intra_op_threads_for(1) == cores
+    assert intra_op_threads_for(cores) == 1
+    assert intra_op_threads_for(4 * cores) == 1  # more processes than cores: still one thread each
+    assert intra_op_threads_for(0) == cores
+
+
 def test_embed_files_skips_bad_files(embedder, tmp_path):
     paths = []
     for i, name in enumerate(["chelsea", "coffee", "astronaut"]):

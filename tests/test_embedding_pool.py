@@ -1,0 +1,83 @@
+"""The bulk worker's layout: several pool processes, each running the model on its share of the cores
+(fashionsite.launcher.embedding_processes, recommender.tasks.load_active_model). A real worker of two processes
+embeds batches side by side and stores the descriptors the model computes in one process on every core."""
+import re
+import subprocess
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from django.conf import settings
+from django.core.files.base import ContentFile
+
+from fashionsite.launcher import worker_command
+from fashionsite.paths import PROJECT_ROOT
+from recommender.models import Descriptor, Item
+from recommender.services.embedding import create_pending_descriptors, send_batches
+from tests.conftest import _database_url_for_tests, wait_until
+
+QUEUE = "pool-test"  # a queue of its own: the session's worker (one process) never takes these tasks
+
+
+def test_the_pool_size_reaches_the_pool_processes():
+    """worker_init runs in the worker's main process before the pool forks: the children inherit the size that
+    load_active_model then splits the cores by."""
+    from recommender import tasks
+
+    before = tasks._pool_processes
+    try:
+        tasks.remember_pool_size(sender=SimpleNamespace(concurrency=3))
+        assert tasks._pool_processes == 3
+        tasks.remember_pool_size(sender=SimpleNamespace(concurrency=None))  # not known: one process
+        assert tasks._pool_processes == 1
+    finally:
+        tasks._pool_processes = before
+
+
+@pytest.fixture
+def two_process_worker(transactional_db, tmp_path):
+    import os
+
+    env = dict(os.environ, DATABASE_URL=_database_url_for_tests(), FASHIONSITE_AUTO_TAGGING="0")
+    log_path = tmp_path / "pool-worker.log"
+    with log_path.open("w") as log:
+        worker = subprocess.Popen(worker_command(concurrency=2, beat=False, queue=QUEUE), cwd=PROJECT_ROOT,
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield worker, log_path
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def test_a_worker_of_two_processes_stores_the_descriptors_of_one(sample_dir, active_version, two_process_worker):
+    from ml.embedding import load_embedder
+
+    worker, log_path = two_process_worker
+    files = sorted(path for path in sample_dir.iterdir() if path.suffix.lower() in {".jpg", ".jpeg"}
+                   and not path.stem.endswith("part"))[:12]
+    expected = {}
+    for number, path in enumerate(files):
+        item = Item(sha256=f"pool-{number}", original_name=path.name)
+        item.image.save(path.name, ContentFile(path.read_bytes()), save=True)
+        expected[create_pending_descriptors(active_version, item=item).id] = path
+    ids = sorted(expected)
+    batches = [ids[:6], ids[6:]]  # sent together: each idle pool process takes one
+    assert send_batches(batches, QUEUE) == 2
+    wait_until(lambda: worker.poll() is not None or not Descriptor.objects.exclude(status="ready").exists(),
+               timeout=300, message=f"the two-process worker embeds every image (log: {log_path})")
+    assert worker.poll() is None, log_path.read_text()[-3000:]
+
+    log = log_path.read_text()
+    ran_in = set(re.findall(r"/(ForkPoolWorker-\d+)\] Task recommender\.tasks\.embed_descriptors\[[^]]+\] succeeded", log))
+    assert len(ran_in) == 2, log[-3000:]  # both processes embedded a batch
+
+    # the model on one thread (each pool process) gives the descriptors it gives on every core (this process)
+    embedder = load_embedder(active_version.spec, settings.MODEL_CACHE_DIR)
+    _, vectors, errors = embedder.embed_files([expected[i] for i in ids])
+    assert not errors
+    stored = dict(Descriptor.objects.filter(id__in=ids).values_list("id", "embedding"))
+    np.testing.assert_allclose(np.stack([stored[i] for i in ids]), vectors, atol=1e-6)
