@@ -130,7 +130,7 @@ def measure_limit_in_processes(spec, cache_dir, arrays, processes: int, batch_si
 
     import numpy as np
 
-    from ml.embedding import available_cores
+    from ml.cores import available_cores
 
     context = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
     intra_op = max(1, available_cores() // processes)
@@ -235,7 +235,8 @@ def main() -> None:
         from django.conf import settings
 
         from fashionsite.celery import app
-        from ml.embedding import intra_op_threads_for, set_tf_threads
+        from ml.cores import intra_op_threads_for
+        from ml.embedding import set_tf_threads
         from recommender.embedders import get_embedder
         from recommender.models import Descriptor, Item, Look, ModelVersion, ReembedJob
         from recommender.services.catalogue import entries_from_folder, import_entries

@@ -1,14 +1,18 @@
 """gunicorn's configuration for the web (`make run` and the Procfile's `web`): gunicorn --config this file.
 
-Sized for the 2 cores of the reference machine: 1 worker process (FASHIONSITE_WEB_WORKERS) of 4 threads
-(FASHIONSITE_WEB_THREADS). The threads fill both cores: TensorFlow's forward pass and Postgres run outside the
-GIL, so while one request's Python holds it, another's model or query runs on the other core. One process
-rather than two (measured under bench/load.py, docs/RESULTS.md "Issue 10: load, session 10"): the CPU a request
-costs is the same, but a single process serves its requests from one first-come queue, whereas two processes
-each keep the keep-alive connections they accepted and serve them in parallel, which spreads the latencies out
-(snapshot -> items p95 / p50: 2 x 4 and 2 x 2 1.54-1.56, 1 x 2 to 1 x 4 1.27-1.42; p95 1.42 s for 2 x 4 at
-1.76 cores against 1.22 s for 1 x 4 at 1.56 cores, same machine, same hour).
-It also holds one copy of the model instead of two. With several cores, raise the workers. The app is loaded in each worker after the fork (never --preload:
+Sized by the cores: one worker process per core (FASHIONSITE_WEB_WORKERS), each of 2 threads
+(FASHIONSITE_WEB_THREADS), each running TensorFlow on its share of the cores (one thread each on 2 cores:
+ml.embedding.intra_op_threads_for). One process on both cores lost time to TensorFlow's two threads of each
+operation waiting for each other; two processes of one thread each run the model in ~25 % less CPU. A worker
+takes a connection only when one of its threads is free (worker_connections = threads) and closes it after the
+answer (keepalive 0): the connections waiting for a thread then wait in the one listening socket that all
+workers take from, first come, first served, so no worker's queue grows while another's threads are idle (with
+keep-alive connections each worker kept the clients it had accepted, and the p95 spread out). Under
+bench/load.py on 2 cores (docs/RESULTS.md, "Issue 10: load, session 13"): 32.5-35.1 requests/s and snapshot ->
+items p95 791-854 ms, against 24.6-28.3 requests/s and 973-1,076 ms for the former 1 process x 4 threads with
+keep-alive. Behind a proxy (README, HTTPS) the proxy keeps the clients' connections alive; it opens one to
+gunicorn per request, as nginx does by default. Each worker holds its own copy of the model (~0.7 GB).
+The app is loaded in each worker after the fork (never --preload:
 TensorFlow is not fork-safe), and each worker then loads and warms the active model in the background
 (post_worker_init), so the first search does not pay for it.
 """
@@ -22,17 +26,21 @@ import threading
 # (docs/RESULTS.md, "Issue 10: load, session 11"). The products are a few hundred rows: one thread is plenty.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from ml.cores import available_cores, intra_op_threads_for  # noqa: E402 - no numpy: after the line above anyway
+
 wsgi_app = "fashionsite.wsgi:application"
 bind = f"{os.environ.get('FASHIONSITE_BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
-workers = int(os.environ.get("FASHIONSITE_WEB_WORKERS", "1"))
-threads = int(os.environ.get("FASHIONSITE_WEB_THREADS", "4"))
+workers = int(os.environ.get("FASHIONSITE_WEB_WORKERS") or available_cores())
+threads = int(os.environ.get("FASHIONSITE_WEB_THREADS", "2"))
 preload_app = False
 
 # A search waits for the model: well under a second normally, longer while the worker still loads it.
 timeout = int(os.environ.get("FASHIONSITE_WEB_TIMEOUT", "120"))
 graceful_timeout = 30
-keepalive = 5
+# a connection per request, taken only by a worker with a free thread (see above)
+keepalive = int(os.environ.get("FASHIONSITE_WEB_KEEPALIVE", "0"))
+worker_connections = int(os.environ.get("FASHIONSITE_WEB_CONNECTIONS") or threads)
 # Recycle a worker now and then (a slow leak in a library cannot grow forever); jitter so that the workers are
 # not all restarting (and reloading the model) at once. Off with a single worker: while it restarts nobody would
 # answer and the first searches would wait for the model to load again.
@@ -49,7 +57,11 @@ control_socket_disable = True
 
 
 def post_worker_init(worker):
-    """In each worker, after the fork and after the app is loaded: load and warm the active model."""
+    """In each worker, after the fork and after the app is loaded: size TensorFlow's intra-op pool (the cores
+    shared among the workers, or FASHIONSITE_WEB_TF_INTRA_OP_THREADS), then load and warm the active model."""
+    from ml.embedding import set_tf_threads
+
+    set_tf_threads(int(os.environ.get("FASHIONSITE_WEB_TF_INTRA_OP_THREADS") or intra_op_threads_for(workers)), 0)
     if os.environ.get("FASHIONSITE_WARM_MODEL", "1") != "1":
         return
     from recommender.apps import warm_up_active_model

@@ -177,7 +177,7 @@ def embedding_processes() -> int:
     Each runs the model on one thread: on 2 cores, 2 processes of one thread embed a re-embedding 1.2-1.3x as fast
     as one process of two (docs/RESULTS.md, "Issue 9 point 5, session 13"), for a second copy of the model in
     memory (~0.75 GB)."""
-    from ml.embedding import available_cores
+    from ml.cores import available_cores
 
     return max(1, int(os.environ.get("FASHIONSITE_EMBED_WORKER_PROCESSES") or available_cores()))
 

@@ -67,7 +67,8 @@ def load_active_model(**_):
     one thread each, a worker of one process gets every core)."""
     from django.conf import settings
 
-    from ml.embedding import intra_op_threads_for, set_tf_threads
+    from ml.cores import intra_op_threads_for
+    from ml.embedding import set_tf_threads
     from recommender.embedders import get_embedder
     from recommender.services.versions import active_version
 

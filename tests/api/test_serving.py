@@ -131,21 +131,30 @@ def _gunicorn_config(monkeypatch, **environment):
     namespace = {}
     exec(open(command[command.index("--config") + 1]).read(), namespace)
     for name in ("wsgi_app", "workers", "threads", "worker_class", "timeout", "max_requests", "max_requests_jitter",
-                 "preload_app", "post_worker_init"):
+                 "preload_app", "post_worker_init", "keepalive", "worker_connections"):
         config.set(name, namespace[name])
     return config, namespace
 
 
 def test_gunicorn_loads_the_app_and_the_model_in_each_worker_after_the_fork(monkeypatch):
-    """TensorFlow is not fork-safe: no --preload, and the model is warmed by a post_worker_init hook. One worker
-    of several threads by default (the 2 cores' measured best); a lone worker is never recycled (nobody would
-    answer meanwhile), several are, at staggered times."""
-    monkeypatch.delenv("FASHIONSITE_WEB_WORKERS", raising=False)
-    monkeypatch.delenv("FASHIONSITE_WEB_MAX_REQUESTS", raising=False)
+    """TensorFlow is not fork-safe: no --preload, and the model is sized and warmed by a post_worker_init hook.
+    By default one worker per core (each runs the model on its share of the cores), of a few threads; a worker
+    takes a connection only when a thread is free and closes it after the answer, so waiting requests queue in
+    the one listening socket. A lone worker is never recycled (nobody would answer meanwhile), several are, at
+    staggered times."""
+    from ml.cores import available_cores
+
+    for name in ("FASHIONSITE_WEB_WORKERS", "FASHIONSITE_WEB_THREADS", "FASHIONSITE_WEB_MAX_REQUESTS",
+                 "FASHIONSITE_WEB_KEEPALIVE", "FASHIONSITE_WEB_CONNECTIONS"):
+        monkeypatch.delenv(name, raising=False)
     config, namespace = _gunicorn_config(monkeypatch)
     assert config.preload_app is False and config.worker_class_str == "gthread"
-    assert config.workers == 1 and config.threads >= 2 and config.max_requests == 0
-    assert "warm_up_active_model" in namespace["post_worker_init"].__code__.co_names
+    assert config.workers == available_cores() and config.threads == 2
+    assert config.keepalive == 0 and config.worker_connections == config.threads
+    assert {"set_tf_threads", "intra_op_threads_for", "warm_up_active_model"} <= set(
+        namespace["post_worker_init"].__code__.co_names)
+    config, _ = _gunicorn_config(monkeypatch, FASHIONSITE_WEB_WORKERS="1", FASHIONSITE_WEB_THREADS="4")
+    assert config.workers == 1 and config.max_requests == 0 and config.worker_connections == 4
     config, _ = _gunicorn_config(monkeypatch, FASHIONSITE_WEB_WORKERS="3")
     assert config.workers == 3 and config.max_requests > 0 and config.max_requests_jitter > 0
 

@@ -330,7 +330,7 @@ def test_set_tf_threads_is_refused_once_tensorflow_runs(embedder):
 
 def test_model_processes_share_the_cores_between_their_threads():
     """The bulk worker's pool processes each run TensorFlow on their share of the cores, at least one thread."""
-    from ml.embedding import available_cores, intra_op_threads_for
+    from ml.cores import available_cores, intra_op_threads_for
 
     cores = available_cores()
     assert cores >= 1
