@@ -3,7 +3,10 @@
 embeds batches side by side and stores the descriptors the model computes in one process on every core."""
 import re
 import subprocess
+import time
 from types import SimpleNamespace
+
+import psutil
 
 import numpy as np
 import pytest
@@ -53,6 +56,18 @@ def two_process_worker(transactional_db, tmp_path):
                 worker.kill()
 
 
+def _pool_loaded_and_idle(worker, processes: int) -> bool:
+    """Every pool process has loaded the model (a second of CPU at least: TensorFlow and the model) and now
+    waits for work. A process still loading takes no task, so the first would get both batches."""
+    children = psutil.Process(worker.pid).children()
+    if len(children) < processes:
+        return False
+    before = [sum(child.cpu_times()[:2]) for child in children]
+    time.sleep(0.5)
+    after = [sum(child.cpu_times()[:2]) for child in children]
+    return all(end > 1.0 and end - start < 0.05 for start, end in zip(before, after))
+
+
 def test_a_worker_of_two_processes_stores_the_descriptors_of_one(sample_dir, active_version, two_process_worker):
     from ml.embedding import load_embedder
 
@@ -65,6 +80,8 @@ def test_a_worker_of_two_processes_stores_the_descriptors_of_one(sample_dir, act
         item.image.save(path.name, ContentFile(path.read_bytes()), save=True)
         expected[create_pending_descriptors(active_version, item=item).id] = path
     ids = sorted(expected)
+    wait_until(lambda: worker.poll() is not None or _pool_loaded_and_idle(worker, 2), timeout=180,
+               message=f"both pool processes load the model (log: {log_path})")
     batches = [ids[:6], ids[6:]]  # sent together: each idle pool process takes one
     assert send_batches(batches, QUEUE) == 2
     wait_until(lambda: worker.poll() is not None or not Descriptor.objects.exclude(status="ready").exists(),
