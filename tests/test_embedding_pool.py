@@ -84,15 +84,17 @@ def test_a_worker_of_two_processes_stores_the_descriptors_of_one(sample_dir, act
                message=f"both pool processes load the model (log: {log_path})")
     batches = [ids[:6], ids[6:]]  # sent together: each idle pool process takes one
     assert send_batches(batches, QUEUE) == 2
-    wait_until(lambda: worker.poll() is not None or not Descriptor.objects.exclude(status="ready").exists(),
-               timeout=300, message=f"the two-process worker embeds every image (log: {log_path})")
+    succeeded = r"/(ForkPoolWorker-\d+)\] Task recommender\.tasks\.embed_descriptors\[[^]]+\] succeeded"
+    # the worker's own log (in a full run the session's worker may reach pending rows too: tasks are idempotent)
+    wait_until(lambda: worker.poll() is not None or len(re.findall(succeeded, log_path.read_text())) >= 2,
+               timeout=300, message=f"the two-process worker runs both batches (log: {log_path})")
     assert worker.poll() is None, log_path.read_text()[-3000:]
-
     log = log_path.read_text()
-    ran_in = set(re.findall(r"/(ForkPoolWorker-\d+)\] Task recommender\.tasks\.embed_descriptors\[[^]]+\] succeeded", log))
-    assert len(ran_in) == 2, log[-3000:]  # both processes embedded a batch
+    assert len(set(re.findall(succeeded, log))) == 2, log[-3000:]  # one batch in each process
+    assert not Descriptor.objects.filter(id__in=ids).exclude(status="ready").exists()
 
-    # the model on one thread (each pool process) gives the descriptors it gives on every core (this process)
+    # the stored descriptors are the ones the model gives in this process, on every core (one thread or two:
+    # the same floats, docs/RESULTS.md "Session 13")
     embedder = load_embedder(active_version.spec, settings.MODEL_CACHE_DIR)
     _, vectors, errors = embedder.embed_files([expected[i] for i in ids])
     assert not errors
