@@ -2,13 +2,13 @@
 
 Sized by the cores: one worker process per core (FASHIONSITE_WEB_WORKERS), each of 2 threads
 (FASHIONSITE_WEB_THREADS), each running TensorFlow on its share of the cores (one thread each on 2 cores:
-ml.embedding.intra_op_threads_for). One process on both cores lost time to TensorFlow's two threads of each
+ml.cores.intra_op_threads_for). One process on both cores lost time to TensorFlow's two threads of each
 operation waiting for each other; two processes of one thread each run the model in ~25 % less CPU. A worker
 takes a connection only when one of its threads is free (worker_connections = threads) and closes it after the
 answer (keepalive 0): the connections waiting for a thread then wait in the one listening socket that all
 workers take from, first come, first served, so no worker's queue grows while another's threads are idle (with
 keep-alive connections each worker kept the clients it had accepted, and the p95 spread out). Under
-bench/load.py on 2 cores (docs/RESULTS.md, "Issue 10: load, session 13"): 32.5-35.1 requests/s and snapshot ->
+bench/load.py on 2 cores (docs/RESULTS.md, "Session 13"): 32.5-35.1 requests/s and snapshot ->
 items p95 791-854 ms, against 24.6-28.3 requests/s and 973-1,076 ms for the former 1 process x 4 threads with
 keep-alive. Behind a proxy (README, HTTPS) the proxy keeps the clients' connections alive; it opens one to
 gunicorn per request, as nginx does by default. Each worker holds its own copy of the model (~0.7 GB).

@@ -174,8 +174,8 @@ def manage(*args: str) -> None:
 
 def embedding_processes() -> int:
     """Pool processes of the bulk (embedding) worker: FASHIONSITE_EMBED_WORKER_PROCESSES, by default one per core.
-    Each runs the model on one thread: on 2 cores, 2 processes of one thread embed a re-embedding 1.2-1.3x as fast
-    as one process of two (docs/RESULTS.md, "Issue 9 point 5, session 13"), for a second copy of the model in
+    Each runs the model on one thread: on 2 cores, 2 processes of one thread embed a re-embedding 1.1-1.4x as fast
+    as one process of two (docs/RESULTS.md, "Session 13"), for a second copy of the model in
     memory (~0.75 GB)."""
     from ml.cores import available_cores
 

@@ -17,6 +17,6 @@ def intra_op_threads_for(processes: int) -> int:
     """TensorFlow intra-op threads for each of ``processes`` model processes sharing this machine's cores:
     the cores split between them (at least one each). One process on every core loses time to the threads of
     each operation waiting for one another (a depthwise convolution is short); processes of one thread each do
-    not (docs/RESULTS.md, "Issue 9 point 5, session 13": the trained ensemble's batched forward pass 48.6–52.0
+    not (docs/RESULTS.md, "Session 13": the trained ensemble's batched forward pass 48.6–52.0
     images/s as 1 process × 2 threads, 79.0–82.4 as 2 processes × 1 thread)."""
     return max(1, available_cores() // max(1, int(processes)))
