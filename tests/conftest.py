@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,26 @@ def _celery_worker_session(django_db_setup, django_db_blocker):
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+@contextmanager
+def worker_of_its_own(queue: str, log_path: Path, concurrency: int = 1, **environment):
+    """A real `celery worker` process on the test database that consumes only `queue` (so the session's worker
+    never takes its tasks), with `environment` added to its settings; stopped on exit. Yields the process."""
+    from fashionsite.launcher import worker_command
+
+    env = dict(os.environ, DATABASE_URL=_database_url_for_tests(), **environment)
+    with log_path.open("w") as log:
+        worker = subprocess.Popen(worker_command(concurrency=concurrency, beat=False, queue=queue),
+                                  cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield worker
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
 
 
 def _worker_is_idle() -> bool:

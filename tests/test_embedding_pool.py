@@ -2,22 +2,18 @@
 (fashionsite.launcher.embedding_processes, recommender.tasks.load_active_model). A real worker of two processes
 embeds batches side by side and stores the descriptors the model computes in one process on every core."""
 import re
-import subprocess
 import time
 from types import SimpleNamespace
 
-import psutil
-
 import numpy as np
+import psutil
 import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
 
-from fashionsite.launcher import worker_command
-from fashionsite.paths import PROJECT_ROOT
 from recommender.models import Descriptor, Item
 from recommender.services.embedding import create_pending_descriptors, send_batches
-from tests.conftest import _database_url_for_tests, wait_until
+from tests.conftest import wait_until, worker_of_its_own
 
 QUEUE = "pool-test"  # a queue of its own: the session's worker (one process) never takes these tasks
 
@@ -39,21 +35,9 @@ def test_the_pool_size_reaches_the_pool_processes():
 
 @pytest.fixture
 def two_process_worker(transactional_db, tmp_path):
-    import os
-
-    env = dict(os.environ, DATABASE_URL=_database_url_for_tests(), FASHIONSITE_AUTO_TAGGING="0")
     log_path = tmp_path / "pool-worker.log"
-    with log_path.open("w") as log:
-        worker = subprocess.Popen(worker_command(concurrency=2, beat=False, queue=QUEUE), cwd=PROJECT_ROOT,
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            yield worker, log_path
-        finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+    with worker_of_its_own(QUEUE, log_path, concurrency=2, FASHIONSITE_AUTO_TAGGING="0") as worker:
+        yield worker, log_path
 
 
 def _pool_loaded_and_idle(worker, processes: int) -> bool:

@@ -2,7 +2,6 @@
 worker embeds images it reads through the storage API, and the tagger reads them the same way.
 
 moto's standalone S3 server (started here on a free port) stands in for S3, in this test only."""
-import os
 import subprocess
 import sys
 import urllib.request
@@ -12,11 +11,10 @@ import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
 
-from fashionsite.launcher import free_port, worker_command
-from fashionsite.paths import PROJECT_ROOT
+from fashionsite.launcher import free_port
 from recommender.models import Descriptor, Item, Look, Snapshot
 from recommender.services.embedding import create_pending_descriptors, send_batches
-from tests.conftest import _database_url_for_tests, wait_until
+from tests.conftest import wait_until, worker_of_its_own
 
 QUEUE = "s3-test"  # a queue of its own: the session's worker (local media) never takes these tasks
 BUCKET = "fashionsite-test-media"
@@ -66,20 +64,10 @@ def s3_storage(s3_server, settings, monkeypatch):
 @pytest.fixture
 def s3_worker(s3_storage, transactional_db, tmp_path):
     """A real worker whose settings point the media at the S3 server (as a worker on another host would)."""
-    env = dict(os.environ, DATABASE_URL=_database_url_for_tests(), FASHIONSITE_S3_BUCKET=BUCKET,
-               AWS_S3_ENDPOINT_URL=s3_storage, FASHIONSITE_AUTO_TAGGING="0", **CREDENTIALS)
     log_path = tmp_path / "s3-worker.log"
-    with log_path.open("w") as log:
-        worker = subprocess.Popen(worker_command(concurrency=1, beat=False, queue=QUEUE), cwd=PROJECT_ROOT,
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            yield worker, log_path
-        finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+    with worker_of_its_own(QUEUE, log_path, FASHIONSITE_S3_BUCKET=BUCKET, AWS_S3_ENDPOINT_URL=s3_storage,
+                           FASHIONSITE_AUTO_TAGGING="0", **CREDENTIALS) as worker:
+        yield worker, log_path
 
 
 def test_worker_embeds_images_read_from_s3(sample_dir, active_version, s3_worker):
