@@ -8,6 +8,7 @@ from .paths import PROJECT_ROOT, data_dir
 from .secrets import secret_key_in
 from .cache import cache_url_beside
 from .queueing import TASK_QUEUES
+from .launcher import embedding_processes
 
 BASE_DIR = PROJECT_ROOT
 DATA_DIR = data_dir()
@@ -159,6 +160,9 @@ CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A worker started without --concurrency (the Procfile's bulk `worker`) runs one pool process per core this
+# process may use (its affinity mask, as `make run` counts them), not Celery's default of the host's count.
+CELERY_WORKER_CONCURRENCY = embedding_processes()
 # Each pool process loads the model after the fork, before it reports ready; Celery's default 4 s wait for that
 # is too short on 2 busy cores and would kill every replacement process in a loop.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = 120

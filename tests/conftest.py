@@ -97,15 +97,17 @@ def _celery_worker_session(django_db_setup, django_db_blocker):
 
 
 @contextmanager
-def worker_of_its_own(queue: str, log_path: Path, concurrency: int = 1, **environment):
+def worker_of_its_own(queue: str, log_path: Path, concurrency: int = 1, command=None, cores=None, **environment):
     """A real `celery worker` process on the test database that consumes only `queue` (so the session's worker
-    never takes its tasks), with `environment` added to its settings; stopped on exit. Yields the process."""
+    never takes its tasks), with `environment` added to its settings; stopped on exit. Yields the process.
+    `command`: another worker command line (argv) for the same queue; `cores`: the CPU set it may run on."""
     from fashionsite.launcher import worker_command
 
     env = dict(os.environ, DATABASE_URL=_database_url_for_tests(), **environment)
+    command = command or worker_command(concurrency=concurrency, beat=False, queue=queue)
     with log_path.open("w") as log:
-        worker = subprocess.Popen(worker_command(concurrency=concurrency, beat=False, queue=queue),
-                                  cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores))
         try:
             yield worker
         finally:

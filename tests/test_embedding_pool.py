@@ -1,7 +1,10 @@
 """The bulk worker's layout: several pool processes, each running the model on its share of the cores
 (fashionsite.launcher.embedding_processes, recommender.tasks.load_active_model). A real worker of two processes
 embeds batches side by side and stores the descriptors the model computes in one process on every core."""
+import os
 import re
+import shlex
+import sys
 import time
 from types import SimpleNamespace
 
@@ -31,6 +34,28 @@ def test_the_pool_size_reaches_the_pool_processes():
         assert tasks._pool_processes == 1
     finally:
         tasks._pool_processes = before
+
+
+def test_a_worker_started_without_concurrency_runs_a_process_per_core_it_may_use(transactional_db, tmp_path):
+    """The Procfile's bulk worker gives no --concurrency: its pool follows the cores of the CPU set it runs on
+    (one here), as `make run` counts them, not the host's count that Celery's own default would take."""
+    from fashionsite.paths import PROJECT_ROOT
+
+    line = next(line.split(":", 1)[1] for line in (PROJECT_ROOT / "Procfile").read_text().splitlines()
+                if line.startswith("worker:"))
+    argv = shlex.split(line)
+    assert argv[0] == "python" and "--concurrency" not in argv
+    argv[0] = sys.executable
+    argv[argv.index("--queues") + 1], argv[argv.index("--hostname") + 1] = QUEUE, f"{QUEUE}-procfile@%h"
+    one_core = {sorted(os.sched_getaffinity(0))[0]}
+    log_path = tmp_path / "procfile-worker.log"
+    environment = {"FASHIONSITE_AUTO_TAGGING": "0", "FASHIONSITE_EMBED_WORKER_PROCESSES": ""}
+    with worker_of_its_own(QUEUE, log_path, command=argv, cores=one_core, **environment) as worker:
+        wait_until(lambda: worker.poll() is not None or "ready." in log_path.read_text(), timeout=180,
+                   message=f"the Procfile's worker starts (log: {log_path})")
+        assert worker.poll() is None, log_path.read_text()[-3000:]
+        assert len(psutil.Process(worker.pid).children()) == 1, log_path.read_text()[-3000:]
+        assert "concurrency: 1 (prefork)" in log_path.read_text()
 
 
 @pytest.fixture
