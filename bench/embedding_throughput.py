@@ -19,7 +19,9 @@ model (the untrained Lite0 by default, or a trained model directory with --model
 3. pipeline: imports the sample catalogue with no worker running (the tasks wait in Redis), then starts one
    real Celery worker (as `make run` does) and times it until every descriptor is stored: the steady-state
    rate (first batch stored -> last), its ratio to the limit, and the worker's peak resident memory (main
-   process plus its pool children, sampled every 0.2 s).
+   process plus its pool children, sampled every 0.2 s). With several pool processes, also the rate while
+   every one of them had work (until the first ran out): the sample is a dozen tasks, so its last one, run
+   with a process idle, weighs far more in it than in a re-embedding of a whole shop.
 With --reembed the images are embedded as `update_db` re-embeds them: the measured version is not active (a
 placeholder version with no descriptors is), so its rows are written without vector indexes, which are built
 on all of them when the job completes, before the switch; the bench then also times the job from the worker's
@@ -29,6 +31,7 @@ prints CPU time per image (all threads) of the forward pass and of the worker: t
 pipeline would reach on a machine of its own (the database server's share of the writes not counted).
 """
 import argparse
+import datetime
 import os
 import re
 import subprocess
@@ -81,6 +84,31 @@ def postgres_cpu(data_dir: Path) -> float:
     postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
     times = postmaster.cpu_times()
     return times.children_user + times.children_system + tree_cpu(postmaster)
+
+
+TASK_DONE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/(\S+)\] Task "
+                       r"recommender\.tasks\.embed_descriptors\[[^]]+\] succeeded in ([0-9.]+)s")
+
+
+def every_process_busy(log_text: str, samples: list[tuple[float, int]]) -> tuple[float, int] | None:
+    """The part of the steady state in which every pool process had work: from the first rows stored until the
+    first pool process finished its last task (its end read from the worker's log), as (seconds, images stored
+    meanwhile) from the bench's own count of stored rows (`samples`: wall-clock time, rows done). After that the
+    last tasks run with a process idle, a tail of up to one task that a sample of a dozen tasks makes a sizeable
+    share of and a long re-embedding (100,000 images: ~780 tasks) a negligible one. None with a single process."""
+    last_done: dict[str, float] = {}
+    for stamp, process, _seconds in TASK_DONE.findall(log_text):
+        at = datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # the worker logs local time
+        last_done[process] = max(at, last_done.get(process, at))
+    if len(last_done) < 2:
+        return None
+    ends_at = min(last_done.values())
+    stored = [(at, done) for at, done in samples if done > 0]
+    inside = [(at, done) for at, done in stored if at <= ends_at]
+    if len(inside) < 2:
+        return None
+    (first_at, first_done), (last_at, last_done_rows) = inside[0], inside[-1]
+    return last_at - first_at, last_done_rows - first_done
 
 
 def measure_limit(embedder, arrays, batch_size: int = 32, repeats: int = 3) -> tuple[float, float]:
@@ -311,11 +339,12 @@ def main() -> None:
             stdout=worker_log, stderr=subprocess.STDOUT,
         ).pid)
         started = time.monotonic()
-        peak, first_ready_at, ready = 0, None, 0
+        peak, first_ready_at, ready, samples = 0, None, 0, []
         while ready < total:
             time.sleep(0.2)
             peak = max(peak, tree_rss(worker))
             ready = Descriptor.objects.exclude(status=Descriptor.Status.PENDING).count()
+            samples.append((time.time(), ready))
             if ready and first_ready_at is None:
                 first_ready_at = (time.monotonic(), ready)
                 cpu_at_first, pg_at_first = tree_cpu(worker), postgres_cpu(data_dir)
@@ -370,6 +399,13 @@ def main() -> None:
               f"-> {total / (finished - started):.1f} images/s")
         print(f"pipeline steady state (first batch stored -> last): {steady:.1f} images/s "
               f"= {100 * steady / limit:.0f} % of the forward pass ({100 * steady / loop:.0f} % of the loop alone)")
+        worker_log.flush()
+        busy = every_process_busy(worker_log_path.read_text(), samples)
+        if busy is not None:
+            busy_rate = busy[1] / busy[0]
+            print(f"pipeline while every pool process had work (first rows stored -> the first process done with its "
+                  f"last task: {busy[1]} images in {busy[0]:.1f} s; a long re-embedding runs so but for its last "
+                  f"task): {busy_rate:.1f} images/s = {100 * busy_rate / limit:.0f} % of the forward pass")
         if job is not None:
             print(f"re-embedding job {job.state}; from the last row stored to the version active (its vector indexes "
                   f"built on every row meanwhile: {3 - len(missing_vector_indexes(version.id))} of 3): "
