@@ -115,7 +115,7 @@ class ReembedSerializer(serializers.Serializer):
 
     def validate_model_version(self, value):
         version = ModelVersion.objects.filter(name=value).first()
-        if version is None and str(value).isdigit():
+        if version is None and str(value).isascii() and str(value).isdigit():  # "³" is a digit, not an int()
             version = ModelVersion.objects.filter(pk=int(value)).first()
         if version is None:
             known = ", ".join(ModelVersion.objects.values_list("name", flat=True))

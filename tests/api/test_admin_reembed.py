@@ -52,6 +52,9 @@ def test_a_second_reembedding_is_refused_while_one_runs(db, active_version, make
     copy = register_version(name="lite0-copy", spec=active_version.spec, dim=active_version.dim)
     other = register_version(name="lite0-other", spec=active_version.spec, dim=active_version.dim)
     _, staff = make_user(staff=True)
+    for unknown in ("³", "no-such-version"):  # "³": a digit to str.isdigit(), not a number to int()
+        response = staff.post("/api/admin/reembed/", {"model_version": unknown}, format="json")
+        assert response.status_code == 400 and "model_version" in response.json()["errors"], response.content
     first = staff.post("/api/admin/reembed/", {"model_version": copy.name}, format="json")
     assert first.status_code == 202, first.content
     job_id = first.json()["job_id"]

@@ -51,3 +51,11 @@ def test_the_hooks_drop_only_multipart_bodies_that_lose_a_field_on_the_wire():
     assert sends_every_field(multipart, {"image": b"png", "k": "x"})
     assert sends_every_field(json_body, {"category": []})  # JSON sends the empty list itself
     assert sends_every_field(multipart, None) and sends_every_field(None, {"k": []})
+
+
+def test_the_hooks_drop_only_query_strings_longer_than_the_servers_request_line():
+    from tests.api.schemathesis_hooks import LONGEST_QUERY, fits_the_request_line
+
+    assert fits_the_request_line(None) and fits_the_request_line({"page": 2, "page_size": [3, "x"]})
+    assert fits_the_request_line({"style": {"a": 1}})
+    assert not fits_the_request_line({"page": ["9" * 100] * (LONGEST_QUERY // 100)})

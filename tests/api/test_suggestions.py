@@ -129,9 +129,12 @@ def test_uploads_become_ready_and_suggestions_follow(catalogue, sample_dir):
     last_page = -(-len(everything) // 3)
     assert client.get("/api/suggestions/", {"style": "", "page_size": 3, "page": last_page + 1}).status_code == 404
     assert len(client.get("/api/suggestions/", {"style": "", "page_size": 1000}).json()["results"]) == len(everything)
-    for bad_page in ("", "0", "x", ["1", "2"]):  # not a whole number from 1, or given twice: named in a 400
+    for bad_page in ("", "0", "x", "³", ["1", "2"]):  # not a whole number from 1, or given twice: named in a 400
         response = client.get("/api/suggestions/", {"style": "", "page": bad_page})
         assert response.status_code == 400 and "page" in response.json()["errors"], bad_page
+    for bad_size in ("0", "x", "³"):  # "³": a digit to str.isdigit(), not a number (schemathesis found a 500)
+        response = client.get("/api/suggestions/", {"style": "", "page_size": bad_size})
+        assert response.status_code == 400 and "page_size" in response.json()["errors"], bad_size
     filtered = client.get("/api/suggestions/", {"style": STYLES[0], "category": "", "page_size": 2}).json()
     assert filtered["count"] == sum(s["style"] == STYLES[0] for s in everything)
     if filtered["next"]:

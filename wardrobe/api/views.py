@@ -200,9 +200,10 @@ class SuggestionPages(PageNumberPagination):
 
     @staticmethod
     def _check_whole_number(request, name: str, expected: str) -> None:
-        """Given once, a whole number from 1; given twice (?page=1&page=2) it is ambiguous, so also a 400."""
+        """Given once, a whole number from 1; given twice (?page=1&page=2) it is ambiguous, so also a 400. ASCII
+        digits only: "³" is a digit to str.isdigit() but not a number to int()."""
         values = request.query_params.getlist(name)
-        if values and (len(values) > 1 or not (values[0].isdigit() and int(values[0]) >= 1)):
+        if values and (len(values) > 1 or not (values[0].isascii() and values[0].isdigit() and int(values[0]) >= 1)):
             raise ValidationError({name: [expected]})
 
 
