@@ -399,8 +399,8 @@ def main() -> None:
               f"-> {total / (finished - started):.1f} images/s")
         print(f"pipeline steady state (first batch stored -> last): {steady:.1f} images/s "
               f"= {100 * steady / limit:.0f} % of the forward pass ({100 * steady / loop:.0f} % of the loop alone)")
-        worker_log.flush()
-        busy = every_process_busy(worker_log_path.read_text(), samples)
+        log_text = worker_log_path.read_text()  # the worker has stopped: its log is complete
+        busy = every_process_busy(log_text, samples)
         if busy is not None:
             busy_rate = busy[1] / busy[0]
             print(f"pipeline while every pool process had work (first rows stored -> the first process done with its "
@@ -419,8 +419,7 @@ def main() -> None:
               f"-> forward / (worker + Postgres) = {100 * forward_cpu / (pipeline_cpu + server_cpu):.0f} %")
         print(f"worker peak memory (RSS, main + pool): {peak / 2**20:.0f} MiB")
         worker_log.close()
-        task_seconds = [float(m) for m in re.findall(r"embed_descriptors\[[^]]+\] succeeded in ([0-9.]+)s",
-                                                     worker_log_path.read_text())]
+        task_seconds = [float(seconds) for _stamp, _process, seconds in TASK_DONE.findall(log_text)]
         if len(task_seconds) > 1:
             # the first task pays the model's warm-up; between tasks the worker waits on Celery only
             print(f"inside the embedding tasks (the first left out): {sum(task_seconds[1:]):.1f} s for "
