@@ -103,8 +103,7 @@ def every_process_busy(log_text: str, samples: list[tuple[float, int]]) -> tuple
     if len(last_done) < 2:
         return None
     ends_at = min(last_done.values())
-    stored = [(at, done) for at, done in samples if done > 0]
-    inside = [(at, done) for at, done in stored if at <= ends_at]
+    inside = [(at, done) for at, done in samples if done > 0 and at <= ends_at]
     if len(inside) < 2:
         return None
     (first_at, first_done), (last_at, last_done_rows) = inside[0], inside[-1]

@@ -143,6 +143,14 @@ def celery_worker_process(transactional_db, _celery_worker_session):
         time.sleep(0.3)
 
 
+def procfile_services() -> dict[str, str]:
+    """The Procfile's services: name -> command line."""
+    return dict(
+        line.split(":", 1) for line in (PROJECT_ROOT / "Procfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+
+
 def wait_until(condition, timeout: float, message: str, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

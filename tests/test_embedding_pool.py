@@ -16,7 +16,7 @@ from django.core.files.base import ContentFile
 
 from recommender.models import Descriptor, Item
 from recommender.services.embedding import create_pending_descriptors, send_batches
-from tests.conftest import wait_until, worker_of_its_own
+from tests.conftest import procfile_services, wait_until, worker_of_its_own
 
 QUEUE = "pool-test"  # a queue of its own: the session's worker (one process) never takes these tasks
 
@@ -39,11 +39,7 @@ def test_the_pool_size_reaches_the_pool_processes():
 def test_a_worker_started_without_concurrency_runs_a_process_per_core_it_may_use(transactional_db, tmp_path):
     """The Procfile's bulk worker gives no --concurrency: its pool follows the cores of the CPU set it runs on
     (one here), as `make run` counts them, not the host's count that Celery's own default would take."""
-    from fashionsite.paths import PROJECT_ROOT
-
-    line = next(line.split(":", 1)[1] for line in (PROJECT_ROOT / "Procfile").read_text().splitlines()
-                if line.startswith("worker:"))
-    argv = shlex.split(line)
+    argv = shlex.split(procfile_services()["worker"])
     assert argv[0] == "python" and "--concurrency" not in argv
     argv[0] = sys.executable
     argv[argv.index("--queues") + 1], argv[argv.index("--hostname") + 1] = QUEUE, f"{QUEUE}-procfile@%h"

@@ -176,12 +176,9 @@ def test_gunicorn_workers_run_numpy_on_one_blas_thread(monkeypatch):
 
 
 def test_the_procfile_declares_the_services():
-    from fashionsite.paths import PROJECT_ROOT
+    from tests.conftest import procfile_services
 
-    services = dict(
-        line.split(":", 1) for line in (PROJECT_ROOT / "Procfile").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    )
+    services = procfile_services()
     assert {"web", "worker", "interactive", "training", "beat", "reconciler"} <= set(services)
     assert "--queues interactive" in services["interactive"]
     assert "gunicorn --config fashionsite/gunicorn.conf.py" in services["web"] and "--preload" not in services["web"]
