@@ -5,6 +5,7 @@ batched forward pass, measured in the same run, and where the time goes.
     nice -n 19 .venv/bin/python bench/embedding_throughput.py --prepare   # import the catalogue once, niced
     .venv/bin/python bench/embedding_throughput.py --reuse [--model DIR]  # then time only the embedding
     .venv/bin/python bench/embedding_throughput.py --reuse --reembed [--model DIR]  # as a re-embedding
+    .venv/bin/python bench/embedding_throughput.py --reuse --reembed --rounds 5     # and the median of 5 rounds
 
 Runs on its own data directory (var/bench) and Redis port, so it never touches the platform's data. For the
 model (the untrained Lite0 by default, or a trained model directory with --model):
@@ -29,6 +30,9 @@ start until the version is active (the index build included).
 On a machine shared with other jobs wall-clock rates swing from one minute to the next, so the script also
 prints CPU time per image (all threads) of the forward pass and of the worker: their ratio is what the
 pipeline would reach on a machine of its own (the database server's share of the writes not counted).
+A sample re-embedding lasts about 10 s, and on such a machine one round's ratio swings by 15 points (63-80 % for
+the same code, docs/RESULTS.md session 16): `--rounds N` re-embeds it N times, each round beside the limit
+measured just before and after it, and prints every round and the median, the figure to quote.
 """
 import argparse
 import datetime
@@ -48,6 +52,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fashionsite.settings")
 os.environ["FASHIONSITE_AUTO_TAGGING"] = "0"
 
 import psutil  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from fashionsite import launcher  # noqa: E402
 from fashionsite.paths import sample_catalogue_dir  # noqa: E402
@@ -236,6 +241,74 @@ def measure_parts(embedder, descriptors) -> dict:
     }
 
 
+def run_worker(services, processes: int, total: int, job, data_dir: Path) -> dict:
+    """Starts one real Celery worker on the queued descriptors (as `make run` does) and times it until every one is
+    stored (and, for a re-embedding, until its job has switched the version). Returns what was measured."""
+    from recommender.models import Descriptor, ReembedJob
+
+    worker_log_path = data_dir / "bench-worker.log"
+    with worker_log_path.open("w") as worker_log:
+        worker = psutil.Process(services.spawn(
+            "worker", launcher.worker_command(concurrency=processes, beat=False),
+            stdout=worker_log, stderr=subprocess.STDOUT,
+        ).pid)
+        started = time.monotonic()
+        peak, first_ready_at, ready, samples = 0, None, 0, []
+        while ready < total:
+            time.sleep(0.2)
+            peak = max(peak, tree_rss(worker))
+            ready = Descriptor.objects.exclude(status=Descriptor.Status.PENDING).count()
+            samples.append((time.time(), ready))
+            if ready and first_ready_at is None:
+                first_ready_at = (time.monotonic(), ready)
+                cpu_at_first, pg_at_first = tree_cpu(worker), postgres_cpu(data_dir)
+            if ready < total:
+                cpu_last, pg_last = tree_cpu(worker), postgres_cpu(data_dir)
+            if time.monotonic() - started > 1800:
+                raise SystemExit(f"timed out with {ready}/{total} descriptors done")
+        finished = time.monotonic()
+        active_at = None
+        if job is not None:  # the worker builds the indexes and switches the version after its last batch
+            while ReembedJob.objects.get(pk=job.pk).state == ReembedJob.State.RUNNING:
+                time.sleep(0.2)
+                if time.monotonic() - started > 1800:
+                    raise SystemExit("the re-embedding job did not finish")
+            active_at = time.monotonic()
+            job.refresh_from_db()
+        services.stop_service("worker")
+    stored_after_first = total - first_ready_at[1]
+    return {
+        "started": started, "finished": finished, "first_ready_at": first_ready_at, "active_at": active_at,
+        "peak": peak, "samples": samples, "log_text": worker_log_path.read_text(),  # complete: the worker stopped
+        "steady": stored_after_first / (finished - first_ready_at[0]),
+        "pipeline_cpu": (cpu_last - cpu_at_first) / stored_after_first * 1000,
+        "server_cpu": (pg_last - pg_at_first) / stored_after_first * 1000,
+    }
+
+
+def print_rounds(rounds: list[tuple[float, float, dict]], limit_layout: str) -> None:
+    """One line per round (its steady state against the mean of the limits measured just before and after it), then
+    their median: on a machine whose speed swings from one minute to the next, one round's ratio is noise."""
+    from statistics import median
+
+    print(f"rounds (limit: {limit_layout}, measured just before and after each round):")
+    ratios, busy_ratios = [], []
+    for number, (before, after, run) in enumerate(rounds, 1):
+        limit = (before + after) / 2
+        ratios.append(run["steady"] / limit)
+        busy = every_process_busy(run["log_text"], run["samples"])
+        busy_text = ""
+        if busy is not None:
+            busy_ratios.append(busy[1] / busy[0] / limit)
+            busy_text = f", every process busy {busy[1] / busy[0]:.1f} = {100 * busy_ratios[-1]:.0f} %"
+        print(f"  round {number}: limit {limit:.1f} images/s (before {before:.1f}, after {after:.1f}); pipeline steady "
+              f"state {run['steady']:.1f} = {100 * ratios[-1]:.0f} %{busy_text}; CPU a stored image: worker "
+              f"{run['pipeline_cpu']:.1f} ms + Postgres {run['server_cpu']:.1f} ms")
+    print(f"median over {len(rounds)} rounds: pipeline steady state {100 * median(ratios):.0f} % of the forward pass "
+          f"(rounds from {100 * min(ratios):.0f} to {100 * max(ratios):.0f} %)"
+          + (f"; every process busy {100 * median(busy_ratios):.0f} %" if busy_ratios else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="import only the first N files (0: all)")
@@ -246,9 +319,14 @@ def main() -> None:
                         help="keep the catalogue imported before (--prepare): only the descriptors are made anew")
     parser.add_argument("--reembed", action="store_true",
                         help="embed as a re-embedding (the version not active, its indexes built at the end)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --reuse --reembed: re-embed the catalogue this many times, each round beside the "
+                             "limit measured just before and after it, and print every round and their median")
     parser.add_argument("--worker-processes", type=int, default=launcher.embedding_processes(),
                         help="the worker's pool processes (default: as make run, fashionsite.launcher)")
     args = parser.parse_args()
+    if args.rounds > 1 and not (args.reuse and args.reembed):
+        parser.error("--rounds needs --reuse --reembed (each round re-embeds the catalogue imported before)")
 
     services = launcher.Services()
     try:
@@ -331,37 +409,7 @@ def main() -> None:
                                                                args.worker_processes)]
 
         data_dir = Path(settings.DATA_DIR)
-        worker_log_path = data_dir / "bench-worker.log"
-        worker_log = worker_log_path.open("w")
-        worker = psutil.Process(services.spawn(
-            "worker", launcher.worker_command(concurrency=args.worker_processes, beat=False),
-            stdout=worker_log, stderr=subprocess.STDOUT,
-        ).pid)
-        started = time.monotonic()
-        peak, first_ready_at, ready, samples = 0, None, 0, []
-        while ready < total:
-            time.sleep(0.2)
-            peak = max(peak, tree_rss(worker))
-            ready = Descriptor.objects.exclude(status=Descriptor.Status.PENDING).count()
-            samples.append((time.time(), ready))
-            if ready and first_ready_at is None:
-                first_ready_at = (time.monotonic(), ready)
-                cpu_at_first, pg_at_first = tree_cpu(worker), postgres_cpu(data_dir)
-            if ready < total:
-                cpu_last, pg_last = tree_cpu(worker), postgres_cpu(data_dir)
-            if time.monotonic() - started > 1800:
-                raise SystemExit(f"timed out with {ready}/{total} descriptors done")
-        finished = time.monotonic()
-        if job is not None:  # the worker builds the indexes and switches the version after its last batch
-            while ReembedJob.objects.get(pk=job.pk).state == ReembedJob.State.RUNNING:
-                time.sleep(0.2)
-                if time.monotonic() - started > 1800:
-                    raise SystemExit("the re-embedding job did not finish")
-            active_at = time.monotonic()
-            job.refresh_from_db()
-        pipeline_cpu = (cpu_last - cpu_at_first) / (total - first_ready_at[1]) * 1000
-        server_cpu = (pg_last - pg_at_first) / (total - first_ready_at[1]) * 1000
-        services.stop_service("worker")
+        run = run_worker(services, args.worker_processes, total, job, data_dir)
         # the machine may be shared: the limit is measured before and after the pipeline, and the ratio uses
         # their mean (both are printed)
         layouts["in this process"].append(measure_limit(embedder, arrays))
@@ -375,7 +423,9 @@ def main() -> None:
         limit, forward_cpu = means[limit_layout]
         (limit_before, cpu_before), (limit_after, cpu_after) = layouts[limit_layout]
         failed = Descriptor.objects.filter(status=Descriptor.Status.FAILED).count()
-        steady = (total - first_ready_at[1]) / (finished - first_ready_at[0])
+        steady, started, finished = run["steady"], run["started"], run["finished"]
+        first_ready_at, active_at = run["first_ready_at"], run["active_at"]
+        pipeline_cpu, server_cpu, log_text = run["pipeline_cpu"], run["server_cpu"], run["log_text"]
         print(f"model: {version.name} ({version.dim}-d, {version.spec}); the worker: {args.worker_processes} pool "
               f"process(es), TensorFlow intra-op threads {intra_op_threads_for(args.worker_processes)} each; this "
               f"process: TensorFlow threads (intra-op, inter-op; 0: one per core) {threads}; load average now "
@@ -398,8 +448,7 @@ def main() -> None:
               f"-> {total / (finished - started):.1f} images/s")
         print(f"pipeline steady state (first batch stored -> last): {steady:.1f} images/s "
               f"= {100 * steady / limit:.0f} % of the forward pass ({100 * steady / loop:.0f} % of the loop alone)")
-        log_text = worker_log_path.read_text()  # the worker has stopped: its log is complete
-        busy = every_process_busy(log_text, samples)
+        busy = every_process_busy(log_text, run["samples"])
         if busy is not None:
             busy_rate = busy[1] / busy[0]
             print(f"pipeline while every pool process had work (first rows stored -> the first process done with its "
@@ -416,13 +465,27 @@ def main() -> None:
               f"-> forward / pipeline = {100 * forward_cpu / pipeline_cpu:.0f} %")
         print(f"CPU per image of the Postgres server meanwhile (the rows, their HNSW index): {server_cpu:.1f} ms "
               f"-> forward / (worker + Postgres) = {100 * forward_cpu / (pipeline_cpu + server_cpu):.0f} %")
-        print(f"worker peak memory (RSS, main + pool): {peak / 2**20:.0f} MiB")
-        worker_log.close()
+        print(f"worker peak memory (RSS, main + pool): {run['peak'] / 2**20:.0f} MiB")
         task_seconds = [float(seconds) for _stamp, _process, seconds in TASK_DONE.findall(log_text)]
         if len(task_seconds) > 1:
             # the first task pays the model's warm-up; between tasks the worker waits on Celery only
             print(f"inside the embedding tasks (the first left out): {sum(task_seconds[1:]):.1f} s for "
                   f"{len(task_seconds) - 1} tasks; the steady state took {finished - first_ready_at[0]:.1f} s")
+        if args.rounds > 1:
+            rounds = [(limit_before, limit_after, run)]
+            measure = (lambda: measure_limit(embedder, arrays)) if limit_layout == "in this process" else (
+                lambda: measure_limit_in_processes(version.spec, settings.MODEL_CACHE_DIR, arrays,
+                                                   args.worker_processes))
+            for number in tqdm(range(2, args.rounds + 1), desc="further rounds", unit="round"):
+                before = measure()[0]
+                # as the first round started: the placeholder active, the measured version with no descriptors
+                activate(placeholder)
+                Descriptor.objects.filter(model_version=version).delete()
+                job = start_reembedding(version)
+                queue_embedding(Descriptor.objects.filter(model_version=version).values_list("id", flat=True))
+                run = run_worker(services, args.worker_processes, total, job, data_dir)
+                rounds.append((before, measure()[0], run))
+            print_rounds(rounds, limit_layout)
     finally:
         services.stop()
 

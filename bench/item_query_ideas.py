@@ -120,6 +120,37 @@ def flip_vectors(args, dataset, names, fold: int, candidate: str) -> dict:
     return _FLIPPED[(fold, candidate)]
 
 
+_RESIZED: dict = {}
+
+
+def item_vectors_at(args, dataset, vectors: dict, fold: int, candidate: str, size: int, flip: bool = False) -> dict:
+    """``vectors`` with every item's descriptor recomputed from its image resized to ``size`` (the fold's heads on
+    the backbone's feature maps at that side; snapshots as they were): products described at a higher resolution
+    than street photos. With ``flip``, each item also averaged with its mirror image at that side."""
+    from ml.training.feature_cache import FLIP_VIEW, FeatureCache
+
+    key = (fold, candidate, size, flip)
+    if key not in _RESIZED:
+        items = sorted({n for n in vectors if n in ITEM_NAMES})
+        views = (0, FLIP_VIEW) if flip else (0,)
+        maps, _ = FeatureCache(args.cache, "lite2", input_size=size).features(
+            [dataset.root / n for n in items], views=views)
+        config, seeds = candidate.split(":")
+        described = {}
+        for view in views:
+            by_name = {Path(p).name: m for (p, v), m in maps.items() if v == view}
+            order = [n for n in items if n in by_name]
+            x = np.stack([by_name[n] for n in order]).astype(np.float32)
+            parts = []
+            for seed in seeds.split(","):
+                head = fold_head(run_dir(args.out, fold, config, int(seed)), x.shape[1:])
+                parts.append(np.concatenate([np.asarray(head(x[i:i + 128])) for i in range(0, len(x), 128)]))
+            for name, v in zip(order, normalise(np.concatenate(parts, axis=1))):
+                described[name] = described.get(name, 0) + v
+        _RESIZED[key] = {n: normalise(v[None])[0] for n, v in described.items()}
+    return {**vectors, **_RESIZED[key]}
+
+
 def with_flip(vectors: dict, flipped: dict) -> dict:
     """Flip test-time augmentation: the mean of an image's and its mirror image's descriptors, normalised."""
     return {n: normalise((v + flipped[n])[None])[0] if n in flipped else v for n, v in vectors.items()}
@@ -313,6 +344,7 @@ def reselection_rows(args, dataset, pool, candidate, settings) -> tuple[dict, di
 
 
 DATASET = None
+ITEM_NAMES: set = set()  # the canonical file name of every item of DATASET
 
 REGION_SETS = {"halves": {"top": slice(0, 5), "bottom": slice(4, 9)},
                "thirds": {"top": slice(0, 4), "middle": slice(2, 7), "bottom": slice(5, 9)}}
@@ -407,10 +439,12 @@ def main() -> None:
     parser.add_argument("--knob", nargs="+", default=[], help="name=v1,v2 (the default's other knobs kept)")
     parser.add_argument("--grid", nargs="+", default=[], help="name=v1,v2 ...: every combination (idea `grid`)")
     parser.add_argument("--base", nargs="*", default=[], help="name=value changes to DEFAULT_POSTPROCESSING for every row")
+    parser.add_argument("--item-sizes", type=int, nargs="+", default=[288, 320], help="idea `itemsize`")
     parser.add_argument("--pca-dims", type=int, nargs="*", default=[])
     args = parser.parse_args()
-    global DATASET
+    global DATASET, ITEM_NAMES
     dataset = DATASET = LookDataset.from_folder(args.data)
+    ITEM_NAMES = {dataset.item_name(k) for k in dataset.items}
     pool = sorted(set(dataset.looks) - read_look_ids(args.test_looks, dataset))
     names = images_to_embed(subset_dataset(dataset, pool))
     gap = gap_vectors(dataset, names, args.cache) if "fusion" in args.ideas else None
@@ -472,6 +506,15 @@ def main() -> None:
             hub = replace(base, item_hub_weight=1.0, item_hub_temperature=0.15)
             print(row(f"{model}, flip at test time + item hubness 0.15 / 1.0",
                       pooled(args, dataset, pool, model, hub, flip)), flush=True)
+        if "itemsize" in args.ideas:
+            for size in args.item_sizes:
+                for flip_items in (False, True):
+                    def at_size(v, k, fold, model=model, size=size, flip_items=flip_items):
+                        return item_vectors_at(args, dataset, v, fold, model, size, flip_items)
+                    at_size.per_fold = True
+                    print(labelled_row(args, f"{model}, items at {size} px{' + flipped' if flip_items else ''} "
+                                             "(snapshots as trained)", pooled(args, dataset, pool, model, base, at_size)),
+                          flush=True)
         if "hub" in args.ideas:
             for tau in args.hub_temperatures:
                 for w in args.hub_weights:

@@ -33,7 +33,7 @@ import numpy as np
 from keras import layers
 
 __all__ = ["VARIANTS", "Variant", "BLOCK_GROUPS", "build_efficientnet_lite", "block_configs",
-           "FEATURE_LAYER", "FEATURE_DIM", "BN_EPSILON", "fold_batchnorm", "last_stage_blocks",
+           "FEATURE_LAYER", "FEATURE_DIM", "BN_EPSILON", "fold_batchnorm", "at_input_size", "last_stage_blocks",
            "last_stage_input_layer", "split_last_stage"]
 
 FEATURE_LAYER = "top_activation"
@@ -161,7 +161,8 @@ def _mbconv(x, cfg: BlockConfig, fold_bn: bool = False):
 
 
 def build_efficientnet_lite(variant="lite0", include_top: bool = True,
-                            num_classes: int = 1000, fold_bn: bool = False) -> keras.Model:
+                            num_classes: int = 1000, fold_bn: bool = False,
+                            input_size: int | None = None) -> keras.Model:
     """Build EfficientNet-Lite ``variant`` (randomly initialised).
 
     Input: ``(size, size, 3)`` float32, channels-last, preprocessed.
@@ -169,9 +170,11 @@ def build_efficientnet_lite(variant="lite0", include_top: bool = True,
     ``top_activation`` feature map ``(h, w, 1280)``.
     ``fold_bn=True`` builds the inference-only graph without BatchNorm layers
     (convolutions with bias); fill it with :func:`fold_batchnorm`.
+    ``input_size``: another input side than the variant's own (the same layers and weights: every layer is
+    convolutional up to the feature map, which grows with the side); see :func:`at_input_size`.
     """
     v = _variant(variant)
-    size = v.input_size
+    size = int(input_size) if input_size else v.input_size
     inputs = keras.Input(shape=(size, size, 3), name="image")
     x = layers.Conv2D(STEM_FILTERS, 3, strides=2, padding="same", use_bias=fold_bn,
                       name="stem_conv")(inputs)
@@ -246,6 +249,18 @@ def _conv_bn_pairs(variant) -> list[tuple[str, str]]:
         pairs.append((p + "project_conv", p + "bn2"))
     pairs.append(("top_conv", "top_bn"))
     return pairs
+
+
+def at_input_size(model: keras.Model, variant, size: int) -> keras.Model:
+    """A copy of ``model`` (built by :func:`build_efficientnet_lite` for ``variant``, folded or not, with or
+    without its head) that takes ``size`` x ``size`` images, with the same weights."""
+    include_top = any(layer.name == "predictions" for layer in model.layers)
+    fold_bn = not any(isinstance(layer, layers.BatchNormalization) for layer in model.layers)
+    num_classes = model.get_layer("predictions").units if include_top else 1000
+    resized = build_efficientnet_lite(variant, include_top=include_top, num_classes=num_classes, fold_bn=fold_bn,
+                                      input_size=size)
+    resized.set_weights(model.get_weights())
+    return resized
 
 
 def fold_batchnorm(model: keras.Model, variant="lite0") -> keras.Model:

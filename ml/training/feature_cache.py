@@ -91,7 +91,11 @@ def augment(img: Image.Image, view: int, key: str, size: int) -> np.ndarray:
 class FeatureCache:
     """Disk cache of backbone feature maps for one backbone variant."""
 
-    def __init__(self, cache_dir, variant: str = "lite0", weights_dir=None, stage: str = "top"):
+    def __init__(self, cache_dir, variant: str = "lite0", weights_dir=None, stage: str = "top",
+                 input_size: int | None = None):
+        """``input_size``: the side the images are resized to (default: the variant's own, as the platform
+        embeds them; another side, for experiments such as bench/item_query_ideas.py's `itemsize`, keeps its
+        maps in a folder of its own)."""
         from ml.backbones.efficientnet_lite import VARIANTS
 
         if variant not in VARIANTS:
@@ -100,7 +104,7 @@ class FeatureCache:
             raise ValueError(f"unknown feature stage {stage!r}; expected one of {STAGES}")
         self.variant = variant
         self.stage = stage
-        self.input_size = VARIANTS[variant].input_size
+        self.input_size = int(input_size) if input_size else VARIANTS[variant].input_size
         suffix = "" if stage == "top" else f"-{stage}"
         self.root = Path(cache_dir) / f"{variant}-{self.input_size}{suffix}"
         # ImageNet weights cache (the platform's models dir: the parent of features/)
@@ -121,6 +125,10 @@ class FeatureCache:
             from ml.backbones.imagenet import feature_model, load_folded_imagenet_efficientnet_lite
 
             folded = load_folded_imagenet_efficientnet_lite(self.variant, self.weights_dir)
+            if self.input_size != folded.input_shape[1]:
+                from ml.backbones.efficientnet_lite import at_input_size
+
+                folded = at_input_size(folded, self.variant, self.input_size)
             if self.stage == "top":
                 fm = feature_model(folded)
             else:

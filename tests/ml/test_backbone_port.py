@@ -19,6 +19,7 @@ import ml.backbones.imagenet as imagenet
 from ml.backbones.efficientnet_lite import (
     FEATURE_LAYER,
     VARIANTS,
+    at_input_size,
     block_configs,
     build_efficientnet_lite,
     fold_batchnorm,
@@ -224,6 +225,23 @@ def test_fold_batchnorm_same_outputs(lite0):
     x = np.stack([rng_input(224), skimage_input("coffee", 224)])
     np.testing.assert_allclose(folded.predict_on_batch(x), lite0.predict_on_batch(x),
                                atol=ATOL, rtol=0)
+
+
+def test_at_input_size_same_weights_bigger_map(lite0):
+    folded = fold_batchnorm(lite0, "lite0")
+    same = feature_model(at_input_size(folded, "lite0", 224))
+    x = np.stack([rng_input(224), skimage_input("coffee", 224)])
+    np.testing.assert_allclose(same.predict_on_batch(x), feature_model(folded).predict_on_batch(x), atol=1e-5, rtol=0)
+    bigger = feature_model(at_input_size(folded, "lite0", 320))
+    assert bigger.output_shape == (None, 10, 10, 1280)
+    # the same network: the same photo seen larger gives a similar pooled descriptor, and the same class
+    small = feature_model(folded).predict_on_batch(skimage_input("coffee", 224)[None]).mean(axis=(1, 2))[0]
+    large = bigger.predict_on_batch(skimage_input("coffee", 320)[None]).mean(axis=(1, 2))[0]
+    assert small @ large / np.linalg.norm(small) / np.linalg.norm(large) > 0.8
+    with_head = at_input_size(lite0, "lite0", 256)
+    assert with_head.output_shape == (None, 1000)
+    assert int(np.argmax(logits_of(with_head, skimage_input("coffee", 256)))) == int(
+        np.argmax(logits_of(lite0, skimage_input("coffee", 224))))
 
 
 def test_split_last_stage_composes_to_the_feature_map(lite0):

@@ -51,6 +51,21 @@ def test_augment_views_are_deterministic():
     assert not np.array_equal(augment(img, 1, key, 16), augment(img, 2, key, 16))
 
 
+def test_feature_cache_at_another_input_size(dataset, models_dir, tmp_path):
+    paths = [str(dataset.root / dataset.item_name(k)) for k in list(dataset.items)[:2]]
+    # a cache folder of its own (the other tests count what the shared one computes), the shared weights
+    native = FeatureCache(tmp_path / "features", "lite0", weights_dir=models_dir)
+    larger = FeatureCache(tmp_path / "features", "lite0", weights_dir=models_dir, input_size=320)
+    assert larger.input_size == 320 and larger.root != native.root  # never mixed with the native maps
+    maps, errors = larger.features(paths)
+    assert not errors and maps[(paths[0], 0)].shape == (10, 10, 1280)
+    # the same backbone: each image's pooled map points the way its native-size one does
+    small, _ = native.features(paths)
+    pooled = [[m[(p, 0)].astype(np.float32).mean(axis=(0, 1)) for p in paths] for m in (small, maps)]
+    for a, b in zip(*pooled):
+        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.8
+
+
 def test_feature_cache_keyed_and_reused(dataset, models_dir, tmp_path):
     names = dataset.snapshot_names()[:2] + [dataset.item_name(k) for k in list(dataset.items)[:2]]
     paths = [str(dataset.root / n) for n in names]
