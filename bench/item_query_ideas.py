@@ -98,6 +98,17 @@ def fold_head(run: Path, feature_shape):
     return build_descriptor_model(head)
 
 
+def candidate_on_maps(args, fold: int, candidate: str, maps: np.ndarray) -> np.ndarray:
+    """The candidate's descriptors (its seeds' fold heads, the L2-normalised concatenation, as the fold vectors
+    join them) of feature maps ``(n, h, w, c)`` computed here, not read from the fold's stored vectors."""
+    config, seeds = candidate.split(":")
+    parts = []
+    for seed in seeds.split(","):
+        head = fold_head(run_dir(args.out, fold, config, int(seed)), maps.shape[1:])
+        parts.append(np.concatenate([np.asarray(head(maps[i:i + 128])) for i in range(0, len(maps), 128)]))
+    return normalise(np.concatenate(parts, axis=1))
+
+
 _FLIPPED: dict = {}
 
 
@@ -111,12 +122,7 @@ def flip_vectors(args, dataset, names, fold: int, candidate: str) -> dict:
     flipped = {Path(p).name: m for (p, _), m in maps.items()}
     order = [n for n in names if n in flipped]
     x = np.stack([flipped[n] for n in order]).astype(np.float32)
-    config, seeds = candidate.split(":")
-    parts = []
-    for seed in seeds.split(","):
-        head = fold_head(run_dir(args.out, fold, config, int(seed)), x.shape[1:])
-        parts.append(np.concatenate([np.asarray(head(x[i:i + 128])) for i in range(0, len(x), 128)]))
-    _FLIPPED[(fold, candidate)] = dict(zip(order, normalise(np.concatenate(parts, axis=1))))
+    _FLIPPED[(fold, candidate)] = dict(zip(order, candidate_on_maps(args, fold, candidate, x)))
     return _FLIPPED[(fold, candidate)]
 
 
@@ -135,17 +141,12 @@ def item_vectors_at(args, dataset, vectors: dict, fold: int, candidate: str, siz
         views = (0, FLIP_VIEW) if flip else (0,)
         maps, _ = FeatureCache(args.cache, "lite2", input_size=size).features(
             [dataset.root / n for n in items], views=views)
-        config, seeds = candidate.split(":")
         described = {}
         for view in views:
             by_name = {Path(p).name: m for (p, v), m in maps.items() if v == view}
             order = [n for n in items if n in by_name]
             x = np.stack([by_name[n] for n in order]).astype(np.float32)
-            parts = []
-            for seed in seeds.split(","):
-                head = fold_head(run_dir(args.out, fold, config, int(seed)), x.shape[1:])
-                parts.append(np.concatenate([np.asarray(head(x[i:i + 128])) for i in range(0, len(x), 128)]))
-            for name, v in zip(order, normalise(np.concatenate(parts, axis=1))):
+            for name, v in zip(order, candidate_on_maps(args, fold, candidate, x)):
                 described[name] = described.get(name, 0) + v
         _RESIZED[key] = {n: normalise(v[None])[0] for n, v in described.items()}
     return {**vectors, **_RESIZED[key]}
@@ -371,7 +372,6 @@ def region_rows(args, dataset, pool, candidate, settings, regions: dict) -> dict
 
     total = new_pool()
     split = subset_dataset(dataset, pool)
-    config, seeds = candidate.split(":")
     done = trained_folds(args, candidate)
     for fold in done:
         known, held = fold_split(pool, fold)
@@ -383,12 +383,7 @@ def region_rows(args, dataset, pool, candidate, settings, regions: dict) -> dict
         x = np.stack([by_name[n] for n in order]).astype(np.float32)
         looks = {i: Look(i, list(l.snapshots), list(l.items)) for i, l in split.looks.items()}
         for region, rows in regions.items():
-            crop = x[:, rows]
-            parts = []
-            for seed in seeds.split(","):
-                head = fold_head(run_dir(args.out, fold, config, int(seed)), crop.shape[1:])
-                parts.append(np.concatenate([np.asarray(head(crop[i:i + 128])) for i in range(0, len(crop), 128)]))
-            for name, v in zip(order, normalise(np.concatenate(parts, axis=1))):
+            for name, v in zip(order, candidate_on_maps(args, fold, candidate, x[:, rows])):
                 vectors[f"{name}#{region}"] = v
         for i in held:
             looks[i].snapshots += [f"{n}#{r}" for n in list(split.looks[i].snapshots) if n in by_name for r in regions]
