@@ -476,7 +476,7 @@ def main() -> None:
             measure = (lambda: measure_limit(embedder, arrays)) if limit_layout == "in this process" else (
                 lambda: measure_limit_in_processes(version.spec, settings.MODEL_CACHE_DIR, arrays,
                                                    args.worker_processes))
-            for number in tqdm(range(2, args.rounds + 1), desc="further rounds", unit="round"):
+            for _ in tqdm(range(2, args.rounds + 1), desc="further rounds", unit="round"):
                 before = measure()[0]
                 # as the first round started: the placeholder active, the measured version with no descriptors
                 activate(placeholder)
