@@ -11,7 +11,7 @@ run: deps system-packages
 test: deps system-packages
 	$(PY) -m fashionsite.launcher test $(PYTEST_ARGS)
 
-# Pillow's bilinear resize, the same pixels for a third of the CPU (ml/resample.py); without a C compiler the
+# Pillow's bilinear resize, the same pixels for about half the CPU (ml/resample.py); without a C compiler the
 # platform resizes with Pillow itself, so a failed build only warns.
 NATIVE_RESAMPLE := ml/native/libresample.so
 

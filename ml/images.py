@@ -10,7 +10,7 @@ pixels) and ``preprocess_array`` (``(x - 127) / 128`` in float32).  The
 pipeline's decoder stops after the first (``load_input_pixels``): a quarter of
 the bytes to stack and hand over, and the normalisation runs inside the
 model's graph (``ml.embedding``), the same float32 values to the bit. The resize is Pillow's bilinear one, computed
-by ``ml.resample`` (the same pixels for about a third of Pillow's CPU, when ``make deps`` has built it).
+by ``ml.resample`` (the same pixels for about half of Pillow's CPU, when ``make deps`` has built it).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
     pixels = resize_rgb(array, 224, 224)    # the same from a uint8 (h, w, 3) array
 
 `ml/native/resample.c` computes what `image.resize((w, h), Image.BILINEAR)` computes, to the bit, with the
-passes arranged so that the compiler vectorises them (that file says how): 0.3-0.5 ms for a 333 x 400 photo where
-Pillow takes 1.0 ms (docs/RESULTS.md, session 17). It reads a PIL image where Pillow keeps its pixels (Pillow's
+passes arranged so that the compiler vectorises them (that file says how): half of Pillow's time on the sample's photos
+(`bench/resize_speed.py`, docs/RESULTS.md session 17). It reads a PIL image where Pillow keeps its pixels (Pillow's
 Arrow export, no copy). `make deps` builds it into `ml/native/libresample.so`; without it (a deployment that only
 ran `pip install`, a machine with no C compiler) this module resizes with Pillow, the same pixels at Pillow's
 speed. `NATIVE` says which one runs; FASHIONSITE_NATIVE_RESAMPLE=0 turns the compiled one off.
