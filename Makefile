@@ -18,7 +18,7 @@ NATIVE_RESAMPLE := ml/native/libresample.so
 deps: $(STAMP) $(NATIVE_RESAMPLE)
 
 $(NATIVE_RESAMPLE): ml/native/resample.c
-	$(CC) -O3 -Wall -fPIC -shared -o $@ $< -lm || echo "warning: $@ not built; images are resized by Pillow (the same pixels, slower)"
+	$(CC) -O3 -Wall -fPIC -shared -pthread -o $@ $< -lm || echo "warning: $@ not built; images are resized by Pillow (the same pixels, slower)"
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)

@@ -13,8 +13,9 @@
 
    Built by `make deps` (Makefile) into libresample.so beside this file; ml/resample.py loads it and falls back
    to Pillow when it is missing. target_clones: an AVX2 build for the machines that have it, picked at load
-   time, and a baseline one for the rest. */
+   time, and a baseline one for the rest. A thread keeps its buffers between calls and frees them when it ends.
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,23 +150,29 @@ static void horizontal_pass(const uint8_t *in, int pixel_bytes, size_t in_line, 
 
 /* The images between the passes, kept from one call to the next in each thread: allocating them afresh (half a
    megabyte for a catalogue photo) cost as much as the passes, the kernel mapping and zeroing new pages each time.
-   Kept only up to KEEP_BYTES, so one huge image leaves nothing big behind. */
+   A thread keeps KEEP_BYTES (only the pages it has used are resident), freed when the thread ends (the
+   pipeline's decoder is a new thread for each task); a bigger image gets a buffer of its own, freed at once. */
 enum { KEEP_BYTES = 8 << 20 };
-static __thread uint8_t *kept_scratch;
-static __thread size_t kept_bytes;
+static pthread_key_t kept_key;
+static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
 
-static uint8_t *scratch(size_t bytes) {
+static void make_kept_key(void) { pthread_key_create(&kept_key, free); }
+
+/* A buffer of `bytes`; *own says whether the caller frees it (not the thread's kept one). */
+static uint8_t *scratch(size_t bytes, int *own) {
+    *own = 1;
     if (bytes > KEEP_BYTES) return malloc(bytes);
-    if (bytes > kept_bytes) {
-        free(kept_scratch);
-        kept_scratch = malloc(KEEP_BYTES);
-        kept_bytes = kept_scratch ? KEEP_BYTES : 0;
+    pthread_once(&kept_once, make_kept_key);
+    uint8_t *kept = pthread_getspecific(kept_key);
+    if (!kept) {
+        kept = malloc(KEEP_BYTES);
+        if (!kept || pthread_setspecific(kept_key, kept) != 0) {
+            free(kept);
+            return malloc(bytes);
+        }
     }
-    return kept_scratch;
-}
-
-static void release(uint8_t *buffer) {
-    if (buffer != kept_scratch) free(buffer);
+    *own = 0;
+    return kept;
 }
 
 /* Resizes `in` (in_h lines of in_w pixels of pixel_bytes, 3 for packed RGB or 4 for Pillow's RGBX, lines
@@ -176,6 +183,7 @@ int resample_bilinear_rgb(const uint8_t *in, int pixel_bytes, int in_h, int in_w
     int *bounds_v = malloc((size_t)out_h * 2 * sizeof(int)), *bounds_h = malloc((size_t)out_w * 2 * sizeof(int));
     int32_t *kk_v = NULL, *kk_h = NULL;
     uint8_t *buffer = NULL;
+    int own_buffer = 0;
     if (!bounds_v || !bounds_h || (pixel_bytes != 3 && pixel_bytes != 4)) goto done;
     int ksize_v = coefficients(in_h, out_h, bounds_v, &kk_v);
     int ksize_h = coefficients(in_w, out_w, bounds_h, &kk_h);
@@ -190,7 +198,7 @@ int resample_bilinear_rgb(const uint8_t *in, int pixel_bytes, int in_h, int in_w
     size_t widest = (size_t)(in_w > out_w ? in_w : out_w);
     size_t strips = widest * STRIP * 3, between = (size_t)in_h * widest * 3;
     size_t packed = vertical_reads_input && pixel_bytes != 3 ? (size_t)in_h * in_w * 3 : 0;
-    buffer = scratch(2 * strips + between + packed);
+    buffer = scratch(2 * strips + between + packed, &own_buffer);
     if (!buffer) goto done;
     uint8_t *transposed = buffer, *horizontal = buffer + strips, *image = buffer + 2 * strips;
     const uint8_t *rgb = in;
@@ -227,6 +235,6 @@ done:
     free(bounds_h);
     free(kk_v);
     free(kk_h);
-    release(buffer);
+    if (own_buffer) free(buffer);
     return ret;
 }
