@@ -4,7 +4,7 @@
 
 Both resize the same decoded photos, one after the other (each photo a different one, as in the pipeline, so
 none is in the cache from the pass before), in the same run; the best of --repeats passes is printed for each,
-with the whole decode (`load_input_pixels`: file, JPEG, resize) both ways. It also checks that the pixels are
+with the whole decode (file, JPEG, resize, as `load_input_pixels`) both ways. It also checks that the pixels are
 the same.
 """
 import argparse
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from fashionsite.paths import sample_catalogue_dir  # noqa: E402
-from ml import images, resample  # noqa: E402
+from ml import resample  # noqa: E402
 from ml.images import load_rgb  # noqa: E402
 
 
@@ -54,12 +54,9 @@ def main() -> None:
           f"compiled {native:.3f} ms, Pillow {pillow:.3f} ms a photo ({pillow / native:.1f}x)")
 
     data = [f.read_bytes() for f in files]
-    whole = {}
-    for name, fn in (("compiled", resample.resize_image), ("Pillow", resample.resize_with_pillow)):
-        images.resize_image = fn  # what to_input_pixels resizes with, for this measurement only
-        whole[name] = best_ms(lambda b: images.load_input_pixels(io.BytesIO(b), side), data, args.repeats)
-    images.resize_image = resample.resize_image
-    print(f"whole decode (load_input_pixels: file, JPEG, resize), one thread: compiled resize "
+    whole = {name: best_ms(lambda b: fn(load_rgb(io.BytesIO(b), draft_size=side), side, side), data, args.repeats)
+             for name, fn in (("compiled", resample.resize_image), ("Pillow", resample.resize_with_pillow))}
+    print(f"whole decode (file, JPEG, resize: what load_input_pixels does), one thread: compiled resize "
           f"{whole['compiled']:.3f} ms, Pillow's {whole['Pillow']:.3f} ms a photo")
     print(f"(load average now: {' '.join(f'{v:.2f}' for v in os.getloadavg())})")
 
