@@ -49,9 +49,12 @@ def resize_with_pillow(image: Image.Image, height: int, width: int) -> np.ndarra
     return np.asarray(image.resize((width, height), Image.BILINEAR))
 
 
-def _native(address: int, pixel_bytes: int, in_height: int, in_width: int, height: int, width: int) -> np.ndarray:
+def _check_size(height: int, width: int) -> None:
     if height < 1 or width < 1:
         raise ValueError(f"cannot resize to {width}x{height}")
+
+
+def _native(address: int, pixel_bytes: int, in_height: int, in_width: int, height: int, width: int) -> np.ndarray:
     out = np.empty((height, width, 3), np.uint8)
     if _resample(address, pixel_bytes, in_height, in_width, out.ctypes.data_as(_PIXELS), height, width) != 0:
         raise MemoryError(f"out of memory resizing a {in_width}x{in_height} image")
@@ -63,6 +66,7 @@ def resize_rgb(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"resize_rgb takes an (h, w, 3) array, not one of shape {pixels.shape}")
+    _check_size(height, width)
     if _resample is None:
         return resize_with_pillow(Image.fromarray(pixels, "RGB"), height, width)
     return _native(pixels.ctypes.data, 3, pixels.shape[0], pixels.shape[1], height, width)
@@ -72,6 +76,7 @@ def resize_image(image: Image.Image, height: int, width: int) -> np.ndarray:
     """The uint8 (height, width, 3) array of an RGB PIL image's bilinear resize: Pillow's pixels."""
     if image.mode != "RGB":
         raise ValueError(f"resize_image takes an RGB image, not mode {image.mode}")
+    _check_size(height, width)
     if _resample is None:
         return resize_with_pillow(image, height, width)
     image.load()

@@ -13,7 +13,7 @@
 
    Built by `make deps` (Makefile) into libresample.so beside this file; ml/resample.py loads it and falls back
    to Pillow when it is missing. target_clones: an AVX2 build for the machines that have it, picked at load
-   time, and a baseline one for the rest. A thread keeps its buffers between calls and frees them when it ends.
+   time, and a baseline one for the rest. A thread keeps its buffers between calls and frees them when it ends. */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
