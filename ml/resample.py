@@ -91,15 +91,17 @@ def resize_image(image: Image.Image, height: int, width: int) -> np.ndarray:
     return out
 
 
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype, _capsule_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+
+
 class _ArrowArray(ctypes.Structure):
     """The Arrow C data interface's ArrowArray (arrow.apache.org/docs/format/CDataInterface.html); Pillow exports
     an RGB image as a fixed-size list of 4 uint8 a pixel, whose child's buffers[1] is the pixels."""
 
     @classmethod
     def pixels_of(cls, capsule) -> int:
-        get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-        get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-        array = cls.from_address(get_pointer(capsule, b"arrow_array"))
+        array = cls.from_address(_capsule_pointer(capsule, b"arrow_array"))
         if array.n_children != 1 or array.children[0].contents.n_buffers != 2:
             raise ValueError("Pillow's Arrow export has an unexpected layout")
         return array.children[0].contents.buffers[1]
