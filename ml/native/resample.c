@@ -215,13 +215,11 @@ int resample_bilinear_rgb(const uint8_t *in, int pixel_bytes, int in_h, int in_w
         int first_row = bounds_v[0];
         int rows = bounds_v[out_h * 2 - 2] + bounds_v[out_h * 2 - 1] - first_row;
         const uint8_t *top = in + (size_t)first_row * in_line;
-        if (out_h == in_h) {
-            horizontal_pass(in, pixel_bytes, in_line, in_h, in_w, out_w, bounds_h, kk_h, ksize_h, transposed,
-                            horizontal, out);
-        } else {
+        int need_vertical = out_h != in_h; /* at the same height the lines read are all of them, as they are */
+        horizontal_pass(top, pixel_bytes, in_line, rows, in_w, out_w, bounds_h, kk_h, ksize_h, transposed,
+                        horizontal, need_vertical ? image : out);
+        if (need_vertical) {
             for (int i = 0; i < out_h; i++) bounds_v[i * 2] -= first_row;
-            horizontal_pass(top, pixel_bytes, in_line, rows, in_w, out_w, bounds_h, kk_h, ksize_h, transposed,
-                            horizontal, image);
             weighted_rows(image, out_w * 3, out_h, bounds_v, kk_v, ksize_v, out);
         }
     } else { /* the height shrinks first */
