@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .batching import MicroBatcher
-from .images import INPUT_MEAN, INPUT_SCALE, ImageError, load_input_pixels
+from .images import INPUT_MEAN, INPUT_SCALE, ImageError, load_input_pixels, preprocess_array
 
 __all__ = ["Embedder", "UntrainedEmbedder", "CGDEmbedder", "ModelDirError", "load_embedder", "default_cache_dir",
            "set_tf_threads"]
@@ -112,6 +112,15 @@ class Embedder:
             return forward((tf.cast(pixels, tf.float32) - INPUT_MEAN) * INPUT_SCALE)
 
         self._embed, self._embed_pixels = _embed, _embed_pixels
+
+    def warm_up(self) -> None:
+        """Runs both compiled forward passes (uint8 pixels, float32 inputs) once on a blank image, so that
+        TensorFlow traces and optimises their graphs now: about 0.7 s of CPU each on the 2 cores, which
+        otherwise lands in the first real call (a worker's first batch, a web process's first search). The
+        batch dimension is left open in the graphs, so batches of any size reuse them."""
+        blank = np.zeros((1, self.input_size, self.input_size, 3), np.uint8)
+        self.embed_batch(blank)
+        self.embed_batch(preprocess_array(blank))
 
     query_batch_size: int = 8  # the most concurrent single-image queries one forward pass takes (embed_one)
     _batcher_lock = threading.Lock()

@@ -30,13 +30,10 @@ class RecommenderConfig(AppConfig):
 
 
 def warm_up_active_model():
-    import numpy as np
-
     from recommender.embedders import get_embedder
     from recommender.services.versions import active_version
 
     try:
-        embedder = get_embedder(active_version())
-        embedder.embed_batch(np.zeros((1, embedder.input_size, embedder.input_size, 3), np.float32))
+        get_embedder(active_version())  # loads it and runs it once (Embedder.warm_up)
     except Exception:  # not migrated yet: the first search loads it
         pass

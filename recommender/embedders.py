@@ -1,4 +1,5 @@
-"""The embedding models of this process, loaded once per process and kept (never once per task or request).
+"""The embedding models of this process, loaded (and warmed up) once per process and kept (never once per task or
+request).
 
 TensorFlow is not fork-safe, so nothing here runs at import time: the worker loads the active model in
 `worker_process_init` (after the fork), the web process on first use.
@@ -29,6 +30,9 @@ def get_embedder(version) -> Embedder:
         else:
             embedder = load_embedder(version.spec, settings.MODEL_CACHE_DIR)
             embedder.query_batch_size = settings.QUERY_BATCH_SIZE
+            # traced now, with the load, not in the first batch or search (a worker's pool processes both load
+            # at start: a first task that traced would run beside the other process's steady work)
+            embedder.warm_up()
             _embedders[version.spec] = embedder
             while len(_embedders) > KEEP_EMBEDDERS:
                 _embedders.popitem(last=False)  # callers still holding it keep it alive until they finish
