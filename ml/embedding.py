@@ -10,6 +10,7 @@ No Django imports here.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from collections import deque
@@ -26,7 +27,8 @@ __all__ = ["Embedder", "UntrainedEmbedder", "CGDEmbedder", "ModelDirError", "loa
 
 
 DECODE_AHEAD = 2
-"""Batches decoded ahead of the forward pass in ``Embedder.embed_files`` (memory: this many batches of inputs)."""
+"""Batches read (and decoded) ahead of the forward pass in ``Embedder.iter_embedded`` (memory: this many batches
+of files, or of inputs)."""
 
 
 def default_cache_dir() -> Path:
@@ -69,6 +71,8 @@ class Embedder:
     dim: int = 0
     input_size: int = 224
     decode_workers: int = 1  # one decoder thread overlaps well with TF on 2 cores
+    # Where iter_embedded decodes: None decides by TensorFlow's intra-op threads (decode_in_thread()).
+    decode_ahead_in_thread: bool | None = None
     model_batch_size: int = 8  # images per forward pass inside embed_batch (subclasses)
 
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
@@ -172,9 +176,11 @@ class Embedder:
         files in input order (``vectors[i]`` belongs to ``names[i]``; ``errors``: file -> message), so that a
         caller can store one batch while the model runs on the next.
 
-        Decoding runs in a background thread, ``DECODE_AHEAD`` batches ahead of the forward pass: each batch is
-        decoded and stacked there as one job, so the model's thread hands over once per batch (one job per image
-        cost a wait for the GIL per image: up to 5 ms each, sys.getswitchinterval, on the 2 cores).
+        A background thread works ``DECODE_AHEAD`` batches ahead of the forward pass, one job per batch, so the
+        model's thread hands over once per batch (one job per image cost a wait for the GIL per image: up to 5 ms
+        each, sys.getswitchinterval, on the 2 cores). It reads and decodes each batch there, or, where
+        :meth:`decode_in_thread` says no, only reads the files (storage I/O, which may be a network's) and this
+        thread decodes them just before their forward pass.
         """
         paths = [os.fspath(p) for p in paths]
         batch_size = max(1, int(batch_size))
@@ -184,13 +190,16 @@ class Embedder:
 
             bar = tqdm(total=len(paths), desc=f"embedding ({self.name})", unit="img")
         batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+        in_thread = self.decode_in_thread()
+        job = self._decode_batch if in_thread else self._read_batch
         pool = ThreadPoolExecutor(max_workers=max(1, self.decode_workers), thread_name_prefix="decode")
         try:
-            ahead = deque(pool.submit(self._decode_batch, b, open_file) for b in batches[:DECODE_AHEAD])
+            ahead = deque(pool.submit(job, b, open_file) for b in batches[:DECODE_AHEAD])
             for bi in range(len(batches)):
-                arrays, names, errors = ahead.popleft().result()
-                if bi + DECODE_AHEAD < len(batches):  # keep the decoder busy while the model runs
-                    ahead.append(pool.submit(self._decode_batch, batches[bi + DECODE_AHEAD], open_file))
+                done = ahead.popleft().result()
+                if bi + DECODE_AHEAD < len(batches):  # keep the reader busy while the model runs
+                    ahead.append(pool.submit(job, batches[bi + DECODE_AHEAD], open_file))
+                arrays, names, errors = done if in_thread else self._decode_read(*done)
                 vectors = (np.asarray(self.embed_batch(arrays), dtype=np.float32) if names
                            else np.zeros((0, self.dim), np.float32))
                 if bar is not None:
@@ -201,10 +210,55 @@ class Embedder:
             if bar is not None:
                 bar.close()
 
-    def _decode_batch(self, paths, open_file=None) -> tuple[np.ndarray | None, list[str], dict[str, str]]:
+    def decode_in_thread(self) -> bool:
+        """Whether iter_embedded decodes in its background thread, beside the forward pass (True), or in the
+        model's own thread, between forward passes (False). ``decode_ahead_in_thread`` decides where set;
+        otherwise the model's own thread decodes when TensorFlow runs on one intra-op thread in this process:
+        the process is then one of several sharing the cores (the bulk worker's pool of one process per core),
+        so the others' forward passes keep the cores busy while it decodes, and a decoder thread running beside
+        its forward pass cost about 1 ms more CPU an image (Lite0: 16.1 against 17.1 ms, two processes side by
+        side, docs/RESULTS.md session 18). A process on every core decodes in the thread, which overlaps the
+        forward pass for it."""
+        if self.decode_ahead_in_thread is not None:
+            return bool(self.decode_ahead_in_thread)
+        import tensorflow as tf
+
+        return tf.config.threading.get_intra_op_parallelism_threads() != 1
+
+    def _read_batch(self, paths, open_file=None) -> tuple[list, dict[str, str]]:
+        """A batch of files read whole into memory, not decoded: ``([(path, file object)], errors)``, an error
+        worded as ``ml.images`` words it for a file it cannot read (in the background thread: never raises)."""
+        read, errors = [], {}
+        for p in paths:
+            try:
+                if open_file is None:
+                    try:
+                        with open(p, "rb") as handle:
+                            data = handle.read()
+                    except OSError as e:
+                        raise ImageError(f"{p}: cannot read file ({e.strerror or e})") from None
+                else:
+                    with open_file(p) as handle:
+                        try:
+                            data = handle.read()
+                        except Exception as e:  # noqa: BLE001 - any storage's error
+                            raise ImageError(f"{p}: cannot read file ({e})") from None
+                read.append((p, io.BytesIO(data)))
+            except ImageError as e:
+                errors[p] = str(e)
+            except Exception as e:  # noqa: BLE001 - never abort the whole run
+                errors[p] = f"{p}: {type(e).__name__}: {e}"
+        return read, errors
+
+    def _decode_read(self, read, errors) -> tuple[np.ndarray | None, list[str], dict[str, str]]:
+        """``_decode_batch``'s result for a batch ``_read_batch`` read."""
+        return self._decode_batch([p for p, _ in read], open_file=dict(read).__getitem__, errors=dict(errors))
+
+    def _decode_batch(self, paths, open_file=None, errors=None) -> tuple[np.ndarray | None, list[str], dict[str, str]]:
         """Model inputs (uint8 pixels) of a batch of files, stacked: ``(inputs, names of the files decoded, errors)``. A file that
-        cannot be read or decoded lands in the errors with its message (in the decoder thread: never raises)."""
-        arrays, names, errors = [], [], {}
+        cannot be read or decoded lands in the errors with its message (in the decoder thread: never raises).
+        ``errors``: the batch's errors so far (files that could not be read), added to."""
+        arrays, names, errors = [], [], ({} if errors is None else errors)
         for p in paths:
             try:
                 arrays.append(self._load(p, open_file))

@@ -136,8 +136,9 @@ def _embed_group(group: list[Descriptor]) -> dict:
         by_name[field.name] = (descriptor, field.storage)
     now = timezone.now()
     ready, errors = [], {}
-    # Three things overlap: the embedder decodes the next forward-sized step in its thread while the model runs
-    # on this one, and the vectors of the step before are written to the database meanwhile (DescriptorWriter).
+    # Three things overlap: the embedder's thread reads the next forward-sized step from storage (and decodes it
+    # too unless this process shares the cores with others, Embedder.decode_in_thread) while the model runs on
+    # this one, and the vectors of the step before are written to the database meanwhile (DescriptorWriter).
     with DescriptorWriter(now) as writer:
         for names, vectors, step_errors in embedder.iter_embedded(
             list(by_name), batch_size=embedder.model_batch_size,
