@@ -10,7 +10,6 @@ No Django imports here.
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from collections import deque
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .batching import MicroBatcher
-from .images import INPUT_MEAN, INPUT_SCALE, ImageError, load_input_pixels, preprocess_array
+from .images import INPUT_MEAN, INPUT_SCALE, ImageError, load_input_pixels, preprocess_array, read_image_file
 
 __all__ = ["Embedder", "UntrainedEmbedder", "CGDEmbedder", "ModelDirError", "load_embedder", "default_cache_dir",
            "set_tf_threads"]
@@ -29,6 +28,11 @@ __all__ = ["Embedder", "UntrainedEmbedder", "CGDEmbedder", "ModelDirError", "loa
 DECODE_AHEAD = 2
 """Batches read (and decoded) ahead of the forward pass in ``Embedder.iter_embedded`` (memory: this many batches
 of files, or of inputs)."""
+
+
+def _file_error(path, error: Exception) -> str:
+    """The message for a file that could not be embedded: an ImageError names the file and the problem already."""
+    return str(error) if isinstance(error, ImageError) else f"{path}: {type(error).__name__}: {error}"
 
 
 def default_cache_dir() -> Path:
@@ -226,47 +230,35 @@ class Embedder:
         return tf.config.threading.get_intra_op_parallelism_threads() != 1
 
     def _read_batch(self, paths, open_file=None) -> tuple[list, dict[str, str]]:
-        """A batch of files read whole into memory, not decoded: ``([(path, file object)], errors)``, an error
-        worded as ``ml.images`` words it for a file it cannot read (in the background thread: never raises)."""
+        """A batch of files read whole into memory, not decoded: ``([(path, file object)], errors)`` (in the
+        background thread: never raises)."""
         read, errors = [], {}
         for p in paths:
             try:
                 if open_file is None:
-                    try:
-                        with open(p, "rb") as handle:
-                            data = handle.read()
-                    except OSError as e:
-                        raise ImageError(f"{p}: cannot read file ({e.strerror or e})") from None
+                    read.append((p, read_image_file(p)))
                 else:
                     with open_file(p) as handle:
-                        try:
-                            data = handle.read()
-                        except Exception as e:  # noqa: BLE001 - any storage's error
-                            raise ImageError(f"{p}: cannot read file ({e})") from None
-                read.append((p, io.BytesIO(data)))
-            except ImageError as e:
-                errors[p] = str(e)
+                        read.append((p, read_image_file(handle, name=p)))
             except Exception as e:  # noqa: BLE001 - never abort the whole run
-                errors[p] = f"{p}: {type(e).__name__}: {e}"
+                errors[p] = _file_error(p, e)
         return read, errors
 
     def _decode_read(self, read, errors) -> tuple[np.ndarray | None, list[str], dict[str, str]]:
-        """``_decode_batch``'s result for a batch ``_read_batch`` read."""
-        return self._decode_batch([p for p, _ in read], open_file=dict(read).__getitem__, errors=dict(errors))
+        """``_decode_batch``'s result for a batch ``_read_batch`` read, with the files it could not read."""
+        arrays, names, decode_errors = self._decode_batch([p for p, _ in read], open_file=dict(read).__getitem__)
+        return arrays, names, {**errors, **decode_errors}
 
-    def _decode_batch(self, paths, open_file=None, errors=None) -> tuple[np.ndarray | None, list[str], dict[str, str]]:
+    def _decode_batch(self, paths, open_file=None) -> tuple[np.ndarray | None, list[str], dict[str, str]]:
         """Model inputs (uint8 pixels) of a batch of files, stacked: ``(inputs, names of the files decoded, errors)``. A file that
-        cannot be read or decoded lands in the errors with its message (in the decoder thread: never raises).
-        ``errors``: the batch's errors so far (files that could not be read), added to."""
-        arrays, names, errors = [], [], ({} if errors is None else errors)
+        cannot be read or decoded lands in the errors with its message (in the decoder thread: never raises)."""
+        arrays, names, errors = [], [], {}
         for p in paths:
             try:
                 arrays.append(self._load(p, open_file))
                 names.append(p)
-            except ImageError as e:
-                errors[p] = str(e)
             except Exception as e:  # noqa: BLE001 - never abort the whole run
-                errors[p] = f"{p}: {type(e).__name__}: {e}"
+                errors[p] = _file_error(p, e)
         return (np.stack(arrays) if arrays else None), names, errors
 
     def __repr__(self) -> str:

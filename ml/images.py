@@ -26,6 +26,7 @@ from ml.resample import resize_image
 __all__ = [
     "ImageError",
     "MAX_PIXELS",
+    "read_image_file",
     "load_rgb",
     "to_input_array",
     "load_input_array",
@@ -61,6 +62,30 @@ def _display_name(source, name) -> str:
     return "<file object>"
 
 
+def _read_all(source, label: str) -> bytes:
+    """The bytes of a file (path or binary file object); ImageError if it cannot be read or is empty."""
+    if isinstance(source, (str, bytes, os.PathLike)):
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read()
+        except OSError as e:  # worded as _open words it
+            raise ImageError(f"{label}: cannot read file ({e.strerror or e})") from None
+    else:
+        try:
+            data = source.read()
+        except Exception as e:  # noqa: BLE001 - a storage's file object may raise anything
+            raise ImageError(f"{label}: cannot read file ({e})") from None
+    if not data:
+        raise ImageError(f"{label}: empty file")
+    return data
+
+
+def read_image_file(source, name=None) -> io.BytesIO:
+    """A file (path or binary file object) read whole into memory, to decode later (``load_input_pixels`` takes
+    it), with the errors ``load_input_pixels`` gives for a file it cannot read or an empty one."""
+    return io.BytesIO(_read_all(source, _display_name(source, name)))
+
+
 def _open(source, label: str):
     """Return (PIL image (lazy), file handle to close or None)."""
     if isinstance(source, (str, bytes, os.PathLike)):
@@ -73,13 +98,7 @@ def _open(source, label: str):
         except OSError as e:
             raise ImageError(f"{label}: cannot read file ({e.strerror or e})") from None
     else:
-        try:
-            data = source.read()
-        except Exception as e:  # noqa: BLE001
-            raise ImageError(f"{label}: cannot read file ({e})") from None
-        if not data:
-            raise ImageError(f"{label}: empty file")
-        fh = io.BytesIO(data)
+        fh = io.BytesIO(_read_all(source, label))
     try:
         img = Image.open(fh)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
