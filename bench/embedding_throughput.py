@@ -6,6 +6,7 @@ batched forward pass, measured in the same run, and where the time goes.
     .venv/bin/python bench/embedding_throughput.py --reuse [--model DIR]  # then time only the embedding
     .venv/bin/python bench/embedding_throughput.py --reuse --reembed [--model DIR]  # as a re-embedding
     .venv/bin/python bench/embedding_throughput.py --reuse --reembed --rounds 5     # and the median of 5 rounds
+    .venv/bin/python bench/embedding_throughput.py --reuse --reembed --rounds 4 --copies 4  # rounds 4x as long
 
 Runs on its own data directory (var/bench) and Redis port, so it never touches the platform's data. For the
 model (the untrained Lite0 by default, or a trained model directory with --model):
@@ -32,10 +33,15 @@ prints CPU time per image (all threads) of the forward pass and of the worker: t
 pipeline would reach on a machine of its own (the database server's share of the writes not counted).
 A sample re-embedding lasts about 10 s, and on such a machine one round's ratio swings by 15 points (63-80 % for
 the same code, docs/RESULTS.md session 16): `--rounds N` re-embeds it N times, each round beside the limit
-measured just before and after it, and prints every round and the median, the figure to quote.
+measured just before and after it, and prints every round and the median, the figure to quote. `--copies N`
+makes each round N times as long: every catalogue item is embedded N times (N - 1 extra Item rows per item, on
+the same stored file, marked by their `original_name`; removed again by a run with fewer copies), so that a
+round lasts about a minute, the minute-to-minute swings of a shared machine average out inside it, and the last
+task's tail (one pool process idle) weighs as little as in a shop's re-embedding.
 """
 import argparse
 import datetime
+import hashlib
 import os
 import re
 import subprocess
@@ -241,6 +247,32 @@ def measure_parts(embedder, descriptors) -> dict:
     }
 
 
+COPY_MARK = "bench copy "  # the original_name prefix of the extra Item rows of --copies
+
+
+def set_item_copies(copies: int) -> int:
+    """Brings the catalogue to `copies` rows per imported item: the extra rows share the item's stored file and
+    category and differ in their sha256 (derived from the item's) and original_name (COPY_MARK, the copy's number,
+    the item's name). Returns the number of extra rows.
+
+    The copies are created after every original, so in id order (the order the reconciler sends pending rows in
+    tasks of BATCH_SIZE) two rows on one file lie a catalogue apart: no task holds both, and each copy is read,
+    decoded and embedded on its own (a task decodes a file shared by its own rows once)."""
+    from recommender.models import Item
+
+    originals = Item.objects.exclude(original_name__startswith=COPY_MARK)
+    wanted = originals.count() * (copies - 1)
+    extra = Item.objects.filter(original_name__startswith=COPY_MARK)
+    if extra.count() != wanted:
+        extra.delete()  # their descriptors go with them; the stored files stay (the originals' own)
+        rows = (Item(image=item.image.name, category_id=item.category_id, category_source=item.category_source,
+                     sha256=hashlib.sha256(f"{item.sha256}:{number}".encode()).hexdigest(),
+                     original_name=f"{COPY_MARK}{number} of {item.original_name}"[:255])
+                for item in originals.iterator() for number in range(1, copies))
+        Item.objects.bulk_create(rows, batch_size=1000)
+    return wanted
+
+
 def run_worker(services, processes: int, total: int, job, data_dir: Path) -> dict:
     """Starts one real Celery worker on the queued descriptors (as `make run` does) and times it until every one is
     stored (and, for a re-embedding, until its job has switched the version). Returns what was measured."""
@@ -322,11 +354,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="with --reuse --reembed: re-embed the catalogue this many times, each round beside the "
                              "limit measured just before and after it, and print every round and their median")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="embed every catalogue item this many times (extra Item rows on the same file), so that "
+                             "a round lasts N times as long")
     parser.add_argument("--worker-processes", type=int, default=launcher.embedding_processes(),
                         help="the worker's pool processes (default: as make run, fashionsite.launcher)")
     args = parser.parse_args()
     if args.rounds > 1 and not (args.reuse and args.reembed):
         parser.error("--rounds needs --reuse --reembed (each round re-embeds the catalogue imported before)")
+    if args.copies < 1 or (args.copies > 1 and not args.reuse):
+        parser.error("--copies needs --reuse and a count of at least 1 (it copies the catalogue imported before)")
 
     services = launcher.Services()
     try:
@@ -375,6 +412,10 @@ def main() -> None:
         else:
             activate(version)
         ModelVersion.objects.exclude(pk__in=keep).delete()  # only the measured version receives the images
+        if reuse:  # with copies 1, a run after one with more removes the extra rows
+            extra = set_item_copies(args.copies)
+            if extra:
+                print(f"{extra} extra Item rows (--copies {args.copies}) on the catalogue's files", flush=True)
         job = None
         if reuse and args.reembed:
             job = start_reembedding(version)  # pending rows for every image; the version's indexes dropped

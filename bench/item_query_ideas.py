@@ -52,7 +52,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.inner_kfold import (DIRECTIONS, FOLDS, HEADER, SHARED, add_to_pool, fold_split,  # noqa: E402
+from bench.inner_kfold import (FOLDS, HEADER, SHARED, add_to_pool, fold_split,  # noqa: E402
                                fold_vectors, new_pool, pool_means, row, run_dir)
 from ml.evaluation.dataset import LookDataset, read_look_ids  # noqa: E402
 from ml.evaluation.pipeline import images_to_embed  # noqa: E402

@@ -131,6 +131,45 @@ def test_compute_descriptors_stores_exact_vectors_from_its_writer_thread(
         np.testing.assert_allclose(stored, vector, atol=1e-5)  # the same model on the same inputs
 
 
+def test_rows_that_share_a_stored_file_each_get_its_vector_or_its_error(
+    sample_dir, tmp_path, transactional_db, active_version, celery_worker_process
+):
+    """Two items on one stored photo (listed twice) in one task: the file is embedded once and both rows are
+    stored with its vector; two items on a missing file both fail with its error. Before, the task kept one row
+    per file name and left the other pending, to be sent again by the reconciler."""
+    from recommender.services.embedding import close_writer_thread, compute_descriptors
+
+    _imported_then_pending_again(sample_dir, tmp_path, LOOKS[:1], active_version)
+    original = Item.objects.order_by("id").first()
+    expected = descriptor_of("item", original.id)
+
+    def item_on(name, number):
+        item = Item.objects.create(image=name, sha256=f"{number:064x}", original_name=f"listed again {number}")
+        return Descriptor.objects.create(model_version=active_version, item=item)
+
+    twins = [Descriptor.objects.get(model_version=active_version, item=original), item_on(original.image.name, 1)]
+    missing = [item_on("catalogue/items/not-there.jpg", 2), item_on("catalogue/items/not-there.jpg", 3)]
+    Descriptor.objects.filter(pk=twins[0].pk).update(status=Descriptor.Status.PENDING, embedding=None, attempts=0)
+    try:
+        outcome = compute_descriptors([d.pk for d in twins + missing])
+    finally:
+        close_writer_thread()
+    assert outcome == {"ready": 2, "failed": 2}
+    stored = []
+    for twin in twins:
+        twin.refresh_from_db()
+        assert twin.status == Descriptor.Status.READY
+        stored.append(np.asarray(twin.embedding, dtype=np.float32))
+    np.testing.assert_array_equal(stored[0], stored[1])  # one decode, one vector, written to both rows
+    np.testing.assert_allclose(stored[0], expected, atol=1e-5)  # the same model on the same inputs
+    errors = set()
+    for row in missing:
+        row.refresh_from_db()
+        assert row.status == Descriptor.Status.FAILED and "not-there.jpg" in row.error
+        errors.add(row.error)
+    assert len(errors) == 1
+
+
 def _imported_then_pending_again(sample_dir, tmp_path, looks, version):
     """Imports looks and lets the session's worker embed them (the import queues them), so that no task of
     theirs is left to race the in-process calls of the test; returns the version's descriptors."""

@@ -130,10 +130,14 @@ def _embed_group(group: list[Descriptor]) -> dict:
         descriptor.attempts += 1
 
     embedder = get_embedder(group[0].model_version)
-    by_name = {}
+    # stored file name -> its descriptors: rows whose images share a file (one photo listed twice) are decoded
+    # and embedded once, and each of them gets the vector (or the file's error)
+    by_name: dict[str, list[Descriptor]] = {}
+    storages = {}
     for descriptor in group:
         field = descriptor.image_owner.image
-        by_name[field.name] = (descriptor, field.storage)
+        by_name.setdefault(field.name, []).append(descriptor)
+        storages[field.name] = field.storage
     now = timezone.now()
     ready, errors = [], {}
     # Three things overlap: the embedder's thread reads the next forward-sized step from storage (and decodes it
@@ -142,23 +146,25 @@ def _embed_group(group: list[Descriptor]) -> dict:
     with DescriptorWriter(now) as writer:
         for names, vectors, step_errors in embedder.iter_embedded(
             list(by_name), batch_size=embedder.model_batch_size,
-            open_file=lambda name: by_name[name][1].open(name, "rb"),
+            open_file=lambda name: storages[name].open(name, "rb"),
         ):
             step = []
             for name, vector in zip(names, vectors):
-                descriptor = by_name[name][0]
-                descriptor.embedding, descriptor.status, descriptor.error, descriptor.updated = (
-                    vector, Descriptor.Status.READY, "", now)
-                step.append(descriptor)
+                for descriptor in by_name[name]:
+                    descriptor.embedding, descriptor.status, descriptor.error, descriptor.updated = (
+                        vector, Descriptor.Status.READY, "", now)
+                    step.append(descriptor)
             writer.store(step)
             ready.extend(step)
             errors.update(step_errors)
     for name, message in errors.items():
-        descriptor = by_name[name][0]
-        descriptor.status, descriptor.error = Descriptor.Status.FAILED, message
-        Descriptor.objects.filter(pk=descriptor.pk).update(status=descriptor.status, error=message, updated=now)
+        failed = by_name[name]
+        for descriptor in failed:
+            descriptor.status, descriptor.error = Descriptor.Status.FAILED, message
+        Descriptor.objects.filter(pk__in=[d.pk for d in failed]).update(
+            status=Descriptor.Status.FAILED, error=message, updated=now)
     outcome["ready"] += len(ready)
-    outcome["failed"] += len(errors)
+    outcome["failed"] += sum(len(by_name[name]) for name in errors)
     if ready:
         descriptors_ready.send(sender=Descriptor, descriptors=ready)
     return outcome
