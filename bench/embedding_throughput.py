@@ -255,22 +255,38 @@ def set_item_copies(copies: int) -> int:
     category and differ in their sha256 (derived from the item's) and original_name (COPY_MARK, the copy's number,
     the item's name). Returns the number of extra rows.
 
-    The copies are created after every original, so in id order (the order the reconciler sends pending rows in
-    tasks of BATCH_SIZE) two rows on one file lie a catalogue apart: no task holds both, and each copy is read,
-    decoded and embedded on its own (a task decodes a file shared by its own rows once)."""
+    The copies are created a catalogue at a time (every item's first copy, then every item's second), so in id
+    order, the order the reconciler sends pending rows in tasks of BATCH_SIZE, two rows on one file lie a
+    catalogue apart and no task holds both: each copy is read, decoded and embedded on its own (a task decodes a
+    file its own rows share once). check_no_task_shares_a_file checks it on the queued rows."""
     from recommender.models import Item
 
     originals = Item.objects.exclude(original_name__startswith=COPY_MARK)
     wanted = originals.count() * (copies - 1)
     extra = Item.objects.filter(original_name__startswith=COPY_MARK)
-    if extra.count() != wanted:
-        extra.delete()  # their descriptors go with them; the stored files stay (the originals' own)
-        rows = (Item(image=item.image.name, category_id=item.category_id, category_source=item.category_source,
-                     sha256=hashlib.sha256(f"{item.sha256}:{number}".encode()).hexdigest(),
-                     original_name=f"{COPY_MARK}{number} of {item.original_name}"[:255])
-                for item in originals.iterator() for number in range(1, copies))
-        Item.objects.bulk_create(rows, batch_size=1000)
+    extra.delete()  # made again each run (cheap), in the order below; the stored files stay (the originals' own)
+    rows = (Item(image=item.image.name, category_id=item.category_id, category_source=item.category_source,
+                 sha256=hashlib.sha256(f"{item.sha256}:{number}".encode()).hexdigest(),
+                 original_name=f"{COPY_MARK}{number} of {item.original_name}"[:255])
+            for number in range(1, copies) for item in originals.order_by("id").iterator())
+    Item.objects.bulk_create(rows, batch_size=1000)
     return wanted
+
+
+def check_no_task_shares_a_file(version) -> None:
+    """Exits when two pending rows of one task (BATCH_SIZE rows in id order, as the reconciler sends them) are on
+    one stored file: that task would decode and embed the file once for both, and the figures would flatter."""
+    from recommender.models import Descriptor
+    from recommender.services.embedding import BATCH_SIZE
+
+    rows = (Descriptor.objects.filter(model_version=version, status=Descriptor.Status.PENDING).order_by("id")
+            .values_list("snapshot__image", "item__image", "wardrobe_item__image"))
+    names = [next(name for name in row if name) for row in rows.iterator()]
+    for start in range(0, len(names), BATCH_SIZE):
+        task = names[start:start + BATCH_SIZE]
+        if len(set(task)) < len(task):
+            sys.exit(f"rows {start}-{start + len(task) - 1} of the queue share a stored file: the bench would "
+                     "measure one decode for several rows")
 
 
 def run_worker(services, processes: int, total: int, job, data_dir: Path) -> dict:
@@ -419,12 +435,14 @@ def main() -> None:
         job = None
         if reuse and args.reembed:
             job = start_reembedding(version)  # pending rows for every image; the version's indexes dropped
+            check_no_task_shares_a_file(version)
             queue_embedding(Descriptor.objects.filter(model_version=version).values_list("id", flat=True))
             print(f"re-embedding the catalogue imported before ({Item.objects.count()} items); vector indexes "
                   f"of {version.name} now: {3 - len(missing_vector_indexes(version.id))}", flush=True)
         elif reuse:
             # the imported catalogue, a pending descriptor per image, sent as an import sends them
             describe_missing_images(version)
+            check_no_task_shares_a_file(version)
             queue_embedding(Descriptor.objects.filter(model_version=version).values_list("id", flat=True))
             print(f"reused the catalogue imported before ({Item.objects.count()} items)", flush=True)
         else:
@@ -523,6 +541,7 @@ def main() -> None:
                 activate(placeholder)
                 Descriptor.objects.filter(model_version=version).delete()
                 job = start_reembedding(version)
+                check_no_task_shares_a_file(version)
                 queue_embedding(Descriptor.objects.filter(model_version=version).values_list("id", flat=True))
                 run = run_worker(services, args.worker_processes, total, job, data_dir)
                 rounds.append((before, measure()[0], run))

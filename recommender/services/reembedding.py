@@ -47,7 +47,7 @@ def describe_missing_images(version: ModelVersion) -> int:
                 f"INSERT INTO {table} (model_version_id, {column}, status, error, updated, attempts) "
                 f"SELECT %s, image.id, %s, '', now(), 0 FROM {model._meta.db_table} image "
                 f"WHERE NOT EXISTS (SELECT 1 FROM {table} d WHERE d.model_version_id = %s AND d.{column} = image.id) "
-                f"ON CONFLICT DO NOTHING",
+                f"ORDER BY image.id ON CONFLICT DO NOTHING",  # ids in the images' order: sent oldest first
                 [version.id, Descriptor.Status.PENDING, version.id],
             )
             created += cursor.rowcount
