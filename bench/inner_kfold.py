@@ -41,7 +41,9 @@ from ml.training import DEFAULT_POSTPROCESSING, TrainConfig, evaluate_vectors, s
 SHARED = ROOT.parent / "shared" / "data" / "musinsa"
 CONFIGS = {"frozen": {}, "ft": {"fine_tune_last_stage": True},
            "xm": {"loss": "arcface+classification+cross_modal"},  # session 11: + the cross-modal loss
-           "xm03": {"loss": "arcface+classification+cross_modal", "loss_options": {"weights": {"cross_modal": 0.3}}}}
+           "xm03": {"loss": "arcface+classification+cross_modal", "loss_options": {"weights": {"cross_modal": 0.3}}},
+           # session 20: heads on the other ImageNet backbones, for ensembles across backbones ("frozen:0,1+l1:0")
+           "l1": {"backbone": "lite1"}, "l0": {"backbone": "lite0"}}
 DIRECTIONS = ("snapshot_to_items", "snapshot_to_unseen_items", "item_to_snapshots", "item_to_looks",
               "unseen_item_to_looks")
 FOLDS = 5
@@ -82,12 +84,22 @@ def train_all(args, dataset, pool) -> None:
                       flush=True)
 
 
-def fold_vectors(args, fold: int, candidate: str) -> dict:
-    """The candidate's descriptors for one fold: one config, one or several seeds (an ensemble)."""
-    config, seeds = candidate.split(":")
+def candidate_runs(candidate: str) -> list[tuple[str, int]]:
+    """(config, seed) of each head of a candidate: "config:seed[,seed...]", several joined by "+" (an ensemble
+    across configs, e.g. "frozen:0,1+l1:0")."""
     runs = []
-    for seed in seeds.split(","):
-        path = run_dir(args.out, fold, config, int(seed)) / "vectors.pkl"
+    for part in candidate.split("+"):
+        config, seeds = part.split(":")
+        runs += [(config, int(seed)) for seed in seeds.split(",")]
+    return runs
+
+
+def fold_vectors(args, fold: int, candidate: str) -> dict:
+    """The candidate's descriptors for one fold: one head or an ensemble (candidate_runs), joined as the
+    exported ensemble joins its members (each head's descriptors concatenated, then L2-normalised)."""
+    runs = []
+    for config, seed in candidate_runs(candidate):
+        path = run_dir(args.out, fold, config, seed) / "vectors.pkl"
         if not path.exists():
             raise SystemExit(f"{path} missing: run `train` with --configs {config} --seeds {seed} first")
         with open(path, "rb") as fh:
@@ -123,8 +135,8 @@ def pooled(args, dataset, pool, candidate: str, settings: ScoringSettings) -> di
     """Metrics over the held-out queries of all folds (each fold's mean weighted by its queries)."""
     total = new_pool()
     folds_done = [f for f in range(FOLDS) if all(
-        (run_dir(args.out, f, candidate.split(":")[0], int(seed)) / "vectors.pkl").exists()
-        for seed in candidate.split(":")[1].split(","))] if args.available_folds else range(FOLDS)
+        (run_dir(args.out, f, config, seed) / "vectors.pkl").exists()
+        for config, seed in candidate_runs(candidate))] if args.available_folds else range(FOLDS)
     split = subset_dataset(dataset, pool)
     for fold in folds_done:
         known, held = fold_split(pool, fold)
