@@ -188,9 +188,39 @@ def items(args, dataset, pool) -> None:
                 print(row(f"{model}, {it} / {top_k} / {lq}", pooled(args, dataset, pool, model, settings)), flush=True)
 
 
+def val(args, dataset, pool) -> None:
+    """The candidates on val, once, after the folds chose: each head trained on all the fold pool's looks for
+    a fixed number of epochs chosen on the folds (--epochs config=N: the median best epoch of its fold heads),
+    so val is neither an early-stopping set nor a choice; then scored on the val looks."""
+    test = sorted(read_look_ids(args.test_looks, dataset))
+    epochs = dict(item.split("=") for item in args.epochs)
+    heads = {}
+    for config, seed in sorted({run for c in args.candidates for run in candidate_runs(c)}):
+        target = args.out / f"val_{config}_seed{seed}"
+        if not (target / "vectors.pkl").exists():
+            result = train(dataset, pool, target, args.cache,
+                           TrainConfig(seed=seed, ensemble=1, epochs=int(epochs[config]), **CONFIGS[config]),
+                           val_look_ids=test, known_look_ids=pool, fixed_epochs=True, progress=False,
+                           log=lambda *a: None)
+            names = [n for n in images_to_embed(dataset) if n in result.index]
+            with open(target / "vectors.pkl", "wb") as fh:
+                pickle.dump(dict(zip(names, result.vectors_fn(names))), fh)
+        with open(target / "vectors.pkl", "rb") as fh:
+            heads[(config, seed)] = pickle.load(fh)
+    print(HEADER.format("candidate on val, DEFAULT_POSTPROCESSING"))
+    for candidate in args.candidates:
+        runs = [heads[run] for run in candidate_runs(candidate)]
+        names = sorted(set.intersection(*(set(r) for r in runs)))
+        joined = normalise(np.concatenate([np.stack([r[n] for n in names]) for r in runs], axis=1))
+        vectors = dict(zip(names, joined))
+        zero = np.zeros(joined.shape[1], np.float32)
+        vectors = {n: vectors.get(n, zero) for n in images_to_embed(dataset)}
+        print(row(candidate, evaluate_vectors(dataset, vectors, test, pool, DEFAULT_POSTPROCESSING)), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["train", "report", "diversity", "items"])
+    parser.add_argument("command", choices=["train", "report", "diversity", "items", "val"])
     parser.add_argument("--data", type=Path, default=SHARED / "dev")
     parser.add_argument("--test-looks", type=Path, default=SHARED / "val_looks.txt",
                         help="looks left out of every fold (the split results are reported on)")
@@ -200,11 +230,14 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--candidates", nargs="+", default=["frozen:0", "frozen:0,1,2", "ft:0", "ft:0,1,2"])
     parser.add_argument("--models", nargs="+", default=["frozen:0", "ft:0"])
+    parser.add_argument("--epochs", nargs="+", default=["frozen=23", "l1=18", "l0=27"],
+                        help="val: config=epochs, the median best epoch of the config's fold heads (session 20)")
     parser.add_argument("--available-folds", action="store_true", help="pool only the folds already trained")
     args = parser.parse_args()
     dataset = LookDataset.from_folder(args.data)
     pool = sorted(set(dataset.looks) - read_look_ids(args.test_looks, dataset))
-    {"train": train_all, "report": report, "diversity": diversity, "items": items}[args.command](args, dataset, pool)
+    {"train": train_all, "report": report, "diversity": diversity, "items": items,
+     "val": val}[args.command](args, dataset, pool)
 
 
 if __name__ == "__main__":
