@@ -4,6 +4,7 @@
     .venv/bin/python bench/inner_kfold.py report [--candidates frozen:0 frozen:0,1,2 ft:0 ft:0,1,2]
     .venv/bin/python bench/inner_kfold.py diversity [--models frozen:0 ft:0]
     .venv/bin/python bench/inner_kfold.py items [--models frozen:0] [--available-folds]
+    .venv/bin/python bench/inner_kfold.py val [--candidates frozen:0,1,2 frozen:0,1+l1:0]   # once, after the folds
 
 The looks of `--data` not in `--test-looks` (val_looks.txt: the 189 other dev looks) are shuffled (seed 1234)
 into five folds. `train` trains, for every fold, config and seed, one CGD head on the other four folds with early
@@ -13,15 +14,20 @@ split's images under `var/bench/inner_kfold/` (a finished head is not trained ag
 the queries of the five folds: about 320 snapshot -> items queries instead of the 60 of one inner split.
 
 * `report`: a candidate is a config and its seeds; several seeds are an ensemble (the L2-normalised
-  concatenation, as `--ensemble N` exports). Rows: raw cosine and `DEFAULT_POSTPROCESSING`.
+  concatenation, as `--ensemble N` exports), and "+" joins heads of several configs ("frozen:0,1+l1:0").
+  Rows: raw cosine and `DEFAULT_POSTPROCESSING`.
 * `diversity`: the variety among the first six (weight x depth) on the same models.
 * `items`: the item-query recipe (item transfer x link query expansion), judged on item -> looks.
+* `val`: the candidates' heads trained on all five folds for the median best epoch of their fold heads, scored
+  once on the test looks (val): for a candidate the folds already chose, never to choose.
 * `--available-folds`: pool only the folds whose heads exist (a partial `train`).
 
-Configs: `frozen` (the ImageNet backbone frozen, the head trained on cached feature maps) and `ft` (the last
-backbone stage fine-tuned too, `--fine-tune-last-stage`). Metrics as ../shared/docs/EVALUATION.md.
+Configs: `frozen` (the ImageNet backbone frozen, the head trained on cached feature maps), `ft` (the last
+backbone stage fine-tuned too, `--fine-tune-last-stage`), `xm`/`xm03` (with the cross-modal loss), `l1` and
+`l0` (the `frozen` head on Lite1's or Lite0's maps). Metrics as ../shared/docs/EVALUATION.md.
 """
 import argparse
+import json
 import pickle
 import sys
 import time
@@ -34,9 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ml.evaluation.dataset import LookDataset, read_look_ids  # noqa: E402
-from ml.retrieval.scoring import ScoringSettings, normalise  # noqa: E402
+from ml.retrieval.scoring import ScoringSettings  # noqa: E402
 from ml.evaluation.pipeline import images_to_embed  # noqa: E402
 from ml.training import DEFAULT_POSTPROCESSING, TrainConfig, evaluate_vectors, subset_dataset, train  # noqa: E402
+from ml.training.ensemble import join_descriptors  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "musinsa"
 CONFIGS = {"frozen": {}, "ft": {"fine_tune_last_stage": True},
@@ -104,9 +111,13 @@ def fold_vectors(args, fold: int, candidate: str) -> dict:
             raise SystemExit(f"{path} missing: run `train` with --configs {config} --seeds {seed} first")
         with open(path, "rb") as fh:
             runs.append(pickle.load(fh))
+    return joined_heads(runs)
+
+
+def joined_heads(runs: list[dict]) -> dict:
+    """Image name -> the heads' descriptors joined as the exported ensemble joins its members."""
     names = sorted(set.intersection(*(set(r) for r in runs)))
-    joined = normalise(np.concatenate([np.stack([r[n] for n in names]) for r in runs], axis=1))
-    return dict(zip(names, joined))
+    return dict(zip(names, join_descriptors([np.stack([r[n] for n in names]) for r in runs])))
 
 
 def new_pool() -> dict:
@@ -188,16 +199,29 @@ def items(args, dataset, pool) -> None:
                 print(row(f"{model}, {it} / {top_k} / {lq}", pooled(args, dataset, pool, model, settings)), flush=True)
 
 
+def fold_median_epochs(args, config: str) -> int:
+    """The median best epoch (highest validation mAP) of a config's fold heads, from their history.json."""
+    best = []
+    for history in sorted(args.out.glob(f"fold*_{config}_seed*/history.json")):
+        records = json.loads(history.read_text())
+        best.append(max(records, key=lambda r: r["val_map"] or 0.0)["epoch"])
+    if not best:
+        raise SystemExit(f"no fold heads of {config} in {args.out}: run `train` with --configs {config} first")
+    return int(np.median(best))
+
+
 def val(args, dataset, pool) -> None:
     """The candidates on val, once, after the folds chose: each head trained on all the fold pool's looks for
-    a fixed number of epochs chosen on the folds (--epochs config=N: the median best epoch of its fold heads),
-    so val is neither an early-stopping set nor a choice; then scored on the val looks."""
+    a fixed number of epochs chosen on the folds (fold_median_epochs), so val is neither an early-stopping set
+    nor a choice; then scored on the val looks."""
     test = sorted(read_look_ids(args.test_looks, dataset))
-    epochs = dict(item.split("=") for item in args.epochs)
-    heads = {}
+    heads, epochs = {}, {}
     for config, seed in sorted({run for c in args.candidates for run in candidate_runs(c)}):
         target = args.out / f"val_{config}_seed{seed}"
         if not (target / "vectors.pkl").exists():
+            if config not in epochs:
+                epochs[config] = fold_median_epochs(args, config)
+                print(f"{config}: {epochs[config]} epochs (the median best epoch of its fold heads)", flush=True)
             result = train(dataset, pool, target, args.cache,
                            TrainConfig(seed=seed, ensemble=1, epochs=int(epochs[config]), **CONFIGS[config]),
                            val_look_ids=test, known_look_ids=pool, fixed_epochs=True, progress=False,
@@ -209,11 +233,8 @@ def val(args, dataset, pool) -> None:
             heads[(config, seed)] = pickle.load(fh)
     print(HEADER.format("candidate on val, DEFAULT_POSTPROCESSING"))
     for candidate in args.candidates:
-        runs = [heads[run] for run in candidate_runs(candidate)]
-        names = sorted(set.intersection(*(set(r) for r in runs)))
-        joined = normalise(np.concatenate([np.stack([r[n] for n in names]) for r in runs], axis=1))
-        vectors = dict(zip(names, joined))
-        zero = np.zeros(joined.shape[1], np.float32)
+        vectors = joined_heads([heads[run] for run in candidate_runs(candidate)])
+        zero = np.zeros(len(next(iter(vectors.values()))), np.float32)
         vectors = {n: vectors.get(n, zero) for n in images_to_embed(dataset)}
         print(row(candidate, evaluate_vectors(dataset, vectors, test, pool, DEFAULT_POSTPROCESSING)), flush=True)
 
@@ -230,8 +251,6 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--candidates", nargs="+", default=["frozen:0", "frozen:0,1,2", "ft:0", "ft:0,1,2"])
     parser.add_argument("--models", nargs="+", default=["frozen:0", "ft:0"])
-    parser.add_argument("--epochs", nargs="+", default=["frozen=23", "l1=18", "l0=27"],
-                        help="val: config=epochs, the median best epoch of the config's fold heads (session 20)")
     parser.add_argument("--available-folds", action="store_true", help="pool only the folds already trained")
     args = parser.parse_args()
     dataset = LookDataset.from_folder(args.data)
