@@ -24,7 +24,8 @@ the queries of the five folds: about 320 snapshot -> items queries instead of th
 
 Configs: `frozen` (the ImageNet backbone frozen, the head trained on cached feature maps), `ft` (the last
 backbone stage fine-tuned too, `--fine-tune-last-stage`), `xm`/`xm03` (with the cross-modal loss), `l1` and
-`l0` (the `frozen` head on Lite1's or Lite0's maps). Metrics as ../shared/docs/EVALUATION.md.
+`l0` (the `frozen` head on Lite1's or Lite0's maps), `l1s` (on Lite1's maps at Lite2's 260 px, the side a
+one-input exported ensemble gives it). Metrics as ../shared/docs/EVALUATION.md.
 """
 import argparse
 import json
@@ -50,7 +51,9 @@ CONFIGS = {"frozen": {}, "ft": {"fine_tune_last_stage": True},
            "xm": {"loss": "arcface+classification+cross_modal"},  # session 11: + the cross-modal loss
            "xm03": {"loss": "arcface+classification+cross_modal", "loss_options": {"weights": {"cross_modal": 0.3}}},
            # session 20: heads on the other ImageNet backbones, for ensembles across backbones ("frozen:0,1+l1:0")
-           "l1": {"backbone": "lite1"}, "l0": {"backbone": "lite0"}}
+           "l1": {"backbone": "lite1"}, "l0": {"backbone": "lite0"},
+           # session 21: Lite1 at Lite2's side (260 px), as an exported model with one input serves it
+           "l1s": {"backbone": "lite1", "input_size": 260}}
 DIRECTIONS = ("snapshot_to_items", "snapshot_to_unseen_items", "item_to_snapshots", "item_to_looks",
               "unseen_item_to_looks")
 FOLDS = 5

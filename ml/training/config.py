@@ -45,6 +45,22 @@ class TrainConfig:
     last_stage_learning_rate: float = 1e-4  # its own Adam: pretrained weights move slower than the new head
     ensemble: int = 3           # heads trained independently (seeds seed, seed+1, ...), descriptors concatenated
     test_time_flip: bool = False  # the exported model describes an image by the mean of it and its mirror image
+    # the backbone of each ensemble member (empty: ``backbone`` for all). Every member sees the image at the side
+    # of ``backbone``, so the exported model decodes and resizes an image once (EfficientNet's layers run at any
+    # side); a member on another backbone runs it at that side (docs/RESULTS.md session 21)
+    member_backbones: tuple = ()
+    input_size: int = 0         # the side images are resized to (0: the backbone's own)
+
+    @property
+    def model_input_size(self) -> int:
+        """The side the images are resized to: ``input_size``, or the backbone's own."""
+        from ml.backbones.efficientnet_lite import VARIANTS
+
+        return int(self.input_size) or VARIANTS[self.backbone].input_size
+
+    def member_backbone(self, member: int) -> str:
+        """The backbone of ensemble member ``member``."""
+        return self.member_backbones[member] if self.member_backbones else self.backbone
 
     @property
     def batch_size(self) -> int:
@@ -53,6 +69,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["branches"] = list(self.branches)
+        d["member_backbones"] = list(self.member_backbones)
         return d
 
     @classmethod
@@ -72,13 +89,25 @@ class TrainConfig:
         from ml.backbones.efficientnet_lite import VARIANTS
 
         for name, low in (("epochs", 1), ("P", 1), ("K", 1), ("views", 1), ("ensemble", 1),
-                          ("descriptor_dim", 1), ("patience", 0)):
+                          ("descriptor_dim", 1), ("patience", 0), ("input_size", 0)):
             if int(getattr(self, name)) < low:
                 raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError(f"a batch needs at least 2 images (P x K = {self.P} x {self.K})")
         if self.backbone not in VARIANTS:
             raise ValueError(f"unknown backbone {self.backbone!r}; known: {', '.join(sorted(VARIANTS))}")
+        if self.member_backbones:
+            if len(self.member_backbones) != self.ensemble:
+                raise ValueError(f"member_backbones names {len(self.member_backbones)} backbones for an ensemble "
+                                 f"of {self.ensemble}: give one per member")
+            unknown = [b for b in self.member_backbones if b not in VARIANTS]
+            if unknown:
+                raise ValueError(f"unknown member backbone {unknown[0]!r}; known: {', '.join(sorted(VARIANTS))}")
+            if self.fine_tune_last_stage and set(self.member_backbones) != {self.backbone}:
+                raise ValueError("fine_tune_last_stage trains one backbone's last stage: it takes no members "
+                                 "on other backbones")
+        if self.input_size and self.fine_tune_last_stage:
+            raise ValueError("fine_tune_last_stage runs the backbone at its own input side: leave input_size 0")
         check_loss_name(self.loss)
         return self
 
@@ -107,3 +136,4 @@ class TrainResult:
     vectors_fn: object = None    # names -> (n, descriptor_dim) descriptors of the cached maps
     index: dict = field(default_factory=dict)    # image name -> row of the feature tensor
     skipped: dict = field(default_factory=dict)  # image name -> why it could not be read
+    config: TrainConfig | None = None            # the config the head was trained with (its backbone, side)

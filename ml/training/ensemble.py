@@ -24,8 +24,12 @@ def join_descriptors(parts) -> np.ndarray:
 
 
 def member_config(config: TrainConfig, member: int, epochs: int | None = None) -> TrainConfig:
-    """The config of ensemble member ``member``: its own seed (initialisation and batch order)."""
+    """The config of ensemble member ``member``: its own seed (initialisation and batch order) and its own
+    backbone (``config.member_backbones``), run at the ensemble's input side."""
     changes = {"seed": config.seed + member}
+    if config.member_backbones:
+        changes.update(backbone=config.member_backbone(member), input_size=config.model_input_size,
+                       member_backbones=())
     if epochs is not None:
         changes["epochs"] = epochs
     return replace(config, **changes)
@@ -66,8 +70,8 @@ def with_test_time_flip(vectors: dict, members: list[TrainResult], dataset: Look
                         config: TrainConfig) -> dict[str, np.ndarray]:
     """``vectors`` (:func:`ensemble_vectors`) as a model exported with ``config.test_time_flip`` describes
     the images: the L2-normalised mean of each image's and its mirror image's ensemble descriptors.  The
-    mirror images' backbone outputs come from the feature cache (view :data:`FLIP_VIEW`), as the plain
-    images' do; an image the cache cannot read keeps its plain descriptor."""
+    mirror images' backbone outputs come from the feature cache (view :data:`FLIP_VIEW`) of each member's
+    backbone, as the plain images' do; an image a cache cannot read keeps its plain descriptor."""
     import tensorflow as tf
 
     from ml.retrieval.scoring import normalise
@@ -78,15 +82,22 @@ def with_test_time_flip(vectors: dict, members: list[TrainResult], dataset: Look
     if not names:
         return dict(vectors)
     stage = "last_stage_input" if config.fine_tune_last_stage else "top"
-    maps, _ = FeatureCache(Path(cache_dir), config.backbone, stage=stage).features(
-        [Path(dataset.root) / n for n in names], views=(FLIP_VIEW,))
-    flipped = {Path(p).name: m for (p, _), m in maps.items()}
-    order = [n for n in names if n in flipped]
+    flipped = {}  # (backbone, side) -> image name -> its mirror image's feature map
+    for member in members:
+        member_config = member.config or config
+        key = (member_config.backbone, member_config.input_size or None)
+        if key not in flipped:
+            maps, _ = FeatureCache(Path(cache_dir), key[0], stage=stage, input_size=key[1]).features(
+                [Path(dataset.root) / n for n in names], views=(FLIP_VIEW,))
+            flipped[key] = {Path(p).name: m for (p, _), m in maps.items()}
+    order = [n for n in names if all(n in maps for maps in flipped.values())]
     parts = []
     for member in members:
+        member_config = member.config or config
+        member_maps = flipped[(member_config.backbone, member_config.input_size or None)]
         out = []
         for start in range(0, len(order), 64):
-            x = tf.constant(np.stack([flipped[n] for n in order[start:start + 64]]).astype(np.float32))
+            x = tf.constant(np.stack([member_maps[n] for n in order[start:start + 64]]).astype(np.float32))
             if member.last_stage is not None:
                 x = member.last_stage(x, training=False)
             out.append(np.asarray(member.head(x, training=False)["descriptor"]))

@@ -46,7 +46,7 @@ def _load_features(dataset, names, cache_dir, config, progress):
     from .feature_cache import FeatureCache
 
     stage = "last_stage_input" if config.fine_tune_last_stage else "top"
-    cache = FeatureCache(Path(cache_dir), config.backbone, stage=stage)
+    cache = FeatureCache(Path(cache_dir), config.backbone, stage=stage, input_size=config.input_size or None)
     paths = [str(dataset.root / n) for n in names]
     maps, errors = cache.features(paths, views=range(config.views), progress=progress)
     for p, msg in errors.items():
@@ -250,7 +250,7 @@ def train(dataset: LookDataset, train_look_ids, out_dir, cache_dir, config: Trai
     plot_history(history, out_dir / "training_curve.png")
     return TrainResult(out_dir, history, best_epoch, epochs_run, val_metrics, time.time() - t0, head=head,
                        last_stage=last_stage, feature_shape=some.shape, vectors_fn=descriptors, index=index,
-                       skipped=dict(bad))
+                       skipped=dict(bad), config=config)
 
 
 def _imagenet_last_stage(config: TrainConfig, cache_dir):
