@@ -25,7 +25,8 @@ the queries of the five folds: about 320 snapshot -> items queries instead of th
 Configs: `frozen` (the ImageNet backbone frozen, the head trained on cached feature maps), `ft` (the last
 backbone stage fine-tuned too, `--fine-tune-last-stage`), `xm`/`xm03` (with the cross-modal loss), `l1` and
 `l0` (the `frozen` head on Lite1's or Lite0's maps), `l1s` (on Lite1's maps at Lite2's 260 px, the side a
-one-input exported ensemble gives it). Metrics as ../shared/docs/EVALUATION.md.
+one-input exported ensemble gives it), `l1r` (Lite1 at its own 240 px, resized from that 260 px input in
+the graph). Metrics as ../shared/docs/EVALUATION.md.
 """
 import argparse
 import json
@@ -53,7 +54,9 @@ CONFIGS = {"frozen": {}, "ft": {"fine_tune_last_stage": True},
            # session 20: heads on the other ImageNet backbones, for ensembles across backbones ("frozen:0,1+l1:0")
            "l1": {"backbone": "lite1"}, "l0": {"backbone": "lite0"},
            # session 21: Lite1 at Lite2's side (260 px), as an exported model with one input serves it
-           "l1s": {"backbone": "lite1", "input_size": 260}}
+           "l1s": {"backbone": "lite1", "input_size": 260},
+           # ... and Lite1 at its own 240 px, resized from the 260 px input inside the graph (one input, one decode)
+           "l1r": {"backbone": "lite1", "input_size": 260, "members_at_own_side": True}}
 DIRECTIONS = ("snapshot_to_items", "snapshot_to_unseen_items", "item_to_snapshots", "item_to_looks",
               "unseen_item_to_looks")
 FOLDS = 5

@@ -335,7 +335,8 @@ class CGDEmbedder(Embedder):
         self.model_dir = model_dir
         self.hub_reference = self._hub_reference(model_dir)
         self.domain_means = self._domain_means(model_dir)
-        self.name = f"cgd-{self.card.backbone or '?'}-{model_dir.name}"
+        backbones = "+".join(dict.fromkeys(self.card.member_backbones or [self.card.backbone or "?"]))
+        self.name = f"cgd-{backbones}-{model_dir.name}"
         model = self.model
 
         def forward(batch):

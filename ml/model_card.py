@@ -48,6 +48,7 @@ class ModelCard:
     postprocessing: ScoringSettings = field(default_factory=ScoringSettings)
     recognition: RecognitionSettings = field(default_factory=RecognitionSettings)
     ensemble: int = 1
+    member_backbones: list = field(default_factory=list)  # each member's backbone, where they differ
     member_descriptor_dim: int | None = None
     loss: str = ""
     loss_options: dict = field(default_factory=dict)

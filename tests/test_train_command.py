@@ -72,3 +72,17 @@ def test_bad_input_is_a_command_error(trained, sample_dir, tmp_path):
     with pytest.raises(CommandError, match="cannot load"):
         call_command("evaluate_cgd", data=str(folder), test_looks=str(test_file), model=str(broken),
                      rankings=str(tmp_path / "r.jsonl"), verbosity=0)
+
+
+def test_ensemble_options_mean_what_they_say():
+    from recommender.management.commands.train_cgd import ensemble_members
+    from ml.training import TrainConfig
+
+    assert ensemble_members(TrainConfig.backbone, None, None) == dict(
+        ensemble=TrainConfig.ensemble, member_backbones=TrainConfig.member_backbones)  # the default recipe
+    assert ensemble_members("lite0", None, None) == dict(ensemble=TrainConfig.ensemble, member_backbones=())
+    assert ensemble_members(TrainConfig.backbone, 1, None) == dict(ensemble=1, member_backbones=())
+    assert ensemble_members("lite2", None, ["lite2", "lite1"]) == dict(ensemble=2, member_backbones=("lite2", "lite1"))
+    with pytest.raises(CommandError, match="member_backbones names 2 backbones"):
+        call_command("train_cgd", data="/nonexistent", out="/tmp/never", ensemble=3,
+                     member_backbones=["lite2", "lite1"], verbosity=0)

@@ -45,9 +45,9 @@ class TrainConfig:
     last_stage_learning_rate: float = 1e-4  # its own Adam: pretrained weights move slower than the new head
     ensemble: int = 3           # heads trained independently (seeds seed, seed+1, ...), descriptors concatenated
     test_time_flip: bool = False  # the exported model describes an image by the mean of it and its mirror image
-    # the backbone of each ensemble member (empty: ``backbone`` for all). Every member sees the image at the side
-    # of ``backbone``, so the exported model decodes and resizes an image once (EfficientNet's layers run at any
-    # side); a member on another backbone runs it at that side (docs/RESULTS.md session 21)
+    # the backbone of each ensemble member, one per member (empty: ``backbone`` for all). Every member sees the
+    # image at the side of ``backbone``: the exported model decodes and resizes an image once (EfficientNet's
+    # layers run at any side; docs/RESULTS.md session 21)
     member_backbones: tuple = ()
     input_size: int = 0         # the side images are resized to (0: the backbone's own)
 
@@ -96,16 +96,16 @@ class TrainConfig:
             raise ValueError(f"a batch needs at least 2 images (P x K = {self.P} x {self.K})")
         if self.backbone not in VARIANTS:
             raise ValueError(f"unknown backbone {self.backbone!r}; known: {', '.join(sorted(VARIANTS))}")
-        if self.member_backbones:
-            if len(self.member_backbones) != self.ensemble:
-                raise ValueError(f"member_backbones names {len(self.member_backbones)} backbones for an ensemble "
-                                 f"of {self.ensemble}: give one per member")
-            unknown = [b for b in self.member_backbones if b not in VARIANTS]
-            if unknown:
-                raise ValueError(f"unknown member backbone {unknown[0]!r}; known: {', '.join(sorted(VARIANTS))}")
-            if self.fine_tune_last_stage and set(self.member_backbones) != {self.backbone}:
-                raise ValueError("fine_tune_last_stage trains one backbone's last stage: it takes no members "
-                                 "on other backbones")
+        if self.member_backbones and len(self.member_backbones) != self.ensemble:
+            raise ValueError(f"member_backbones names {len(self.member_backbones)} backbones "
+                             f"({', '.join(self.member_backbones)}) for an ensemble of {self.ensemble}: give one "
+                             f"per member, or none for {self.backbone} on every member")
+        unknown = [b for b in self.member_backbones if b not in VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown member backbone {unknown[0]!r}; known: {', '.join(sorted(VARIANTS))}")
+        if self.fine_tune_last_stage and {self.member_backbone(k) for k in range(self.ensemble)} != {self.backbone}:
+            raise ValueError("fine_tune_last_stage trains one backbone's last stage: it takes no ensemble members "
+                             "on other backbones (member_backbones)")
         if self.input_size and self.fine_tune_last_stage:
             raise ValueError("fine_tune_last_stage runs the backbone at its own input side: leave input_size 0")
         check_loss_name(self.loss)

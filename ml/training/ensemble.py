@@ -27,9 +27,9 @@ def member_config(config: TrainConfig, member: int, epochs: int | None = None) -
     """The config of ensemble member ``member``: its own seed (initialisation and batch order) and its own
     backbone (``config.member_backbones``), run at the ensemble's input side."""
     changes = {"seed": config.seed + member}
-    if config.member_backbones:
-        changes.update(backbone=config.member_backbone(member), input_size=config.model_input_size,
-                       member_backbones=())
+    if config.member_backbone(member) != config.backbone:
+        changes.update(backbone=config.member_backbone(member), input_size=config.model_input_size)
+    changes["member_backbones"] = ()  # a member is one head: its backbone is ``backbone``
     if epochs is not None:
         changes["epochs"] = epochs
     return replace(config, **changes)

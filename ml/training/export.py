@@ -67,13 +67,14 @@ def export_model_dir(heads, config: TrainConfig, model_dir, cache_dir, card_fiel
     Write MODEL_DIR: ``model.keras`` (image -> unit-norm descriptor) and ``card.json`` (a :class:`ModelCard`
     from the config and ``card_fields``: further :class:`ModelCard` fields, e.g. the post-processing).
     ``heads``: one trained CGD head or a list (an ensemble: the descriptor is the L2-normalised
-    concatenation of the heads' descriptors).  The backbone is the folded-BN ImageNet one;
+    concatenation of the heads' descriptors).  The backbone is the folded-BN ImageNet one (each member's own,
+    ``config.member_backbones``, all at ``config.model_input_size``: one trunk per backbone);
     ``last_stages`` (one per head, when the last stage was fine-tuned) replace its last stage.
     ``hub_reference`` ``(R, D)``: the descriptors of the model's reference items (:data:`HUB_REFERENCE_FILE`);
     ``domain_means``: its training snapshots' and items' means (:data:`DOMAIN_MEANS_FILE`)."""
     import keras
 
-    from ml.backbones.efficientnet_lite import VARIANTS, split_last_stage
+    from ml.backbones.efficientnet_lite import VARIANTS, at_input_size, split_last_stage
     from ml.backbones.imagenet import feature_model, load_folded_imagenet_efficientnet_lite
     from ml.cgd import build_descriptor_model
     from ml.cgd.pooling import HorizontalFlip, L2Normalize
@@ -85,22 +86,29 @@ def export_model_dir(heads, config: TrainConfig, model_dir, cache_dir, card_fiel
             last_stages = None
         elif len(last_stages) != len(heads) or any(stage is None for stage in last_stages):
             raise ValueError("give one fine-tuned last stage per head, or none")
+    variants = [config.member_backbone(k) for k in range(len(heads))]
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    folded = load_folded_imagenet_efficientnet_lite(config.backbone, Path(cache_dir))
-    size = VARIANTS[config.backbone].input_size
+    size = config.model_input_size
     image = keras.Input((size, size, 3), name="image")
-    backbone = feature_model(folded) if last_stages is None else split_last_stage(folded, config.backbone)[0]
+    # one trunk per backbone, run once per image and shared by its heads; every member at the model's side
+    trunks = {}
+    for variant in variants:
+        if variant not in trunks:
+            folded = load_folded_imagenet_efficientnet_lite(variant, Path(cache_dir))
+            if size != VARIANTS[variant].input_size:
+                folded = at_input_size(folded, variant, size)
+            trunks[variant] = feature_model(folded) if last_stages is None else split_last_stage(folded, variant)[0]
     desc_heads = [build_descriptor_model(head, name=f"descriptor_head_{k}" if len(heads) > 1 else None)
                   for k, head in enumerate(heads)]
 
     def describe(x):
         """The (ensemble) descriptor of an image batch: every layer shared between the calls."""
+        outputs = {variant: trunk(x) for variant, trunk in trunks.items()}
         if last_stages is None:
-            features = [backbone(x)] * len(heads)
+            features = [outputs[variant] for variant in variants]
         else:
-            boundary = backbone(x)
-            features = [stage(boundary) for stage in last_stages]
+            features = [stage(outputs[variant]) for stage, variant in zip(last_stages, variants)]
         parts = [desc_head(f) for desc_head, f in zip(desc_heads, features)]
         if len(parts) == 1:
             return parts[0]
@@ -110,7 +118,7 @@ def export_model_dir(heads, config: TrainConfig, model_dir, cache_dir, card_fiel
     if config.test_time_flip:  # the mean of the image's and its mirror image's descriptors
         descriptor = L2Normalize(name="flip_mean")(
             keras.layers.Add()([descriptor, describe(HorizontalFlip(name="mirror")(image))]))
-    model = keras.Model(image, descriptor, name=f"cgd_{config.backbone}")
+    model = keras.Model(image, descriptor, name="cgd_" + "_".join(dict.fromkeys(variants)))
     tmp = model_dir / "model.tmp.keras"
     model.save(tmp)
     os.replace(tmp, model_dir / "model.keras")
@@ -123,6 +131,7 @@ def export_model_dir(heads, config: TrainConfig, model_dir, cache_dir, card_fiel
         input_size=size,
         descriptor_dim=int(descriptor.shape[-1]),
         ensemble=len(heads),
+        member_backbones=list(variants) if len(set(variants)) > 1 else [],
         member_descriptor_dim=config.descriptor_dim,
         loss=config.loss,
         loss_options=dict(config.loss_options),

@@ -302,3 +302,42 @@ def test_test_time_flip_exports_the_mean_of_the_image_and_its_mirror(dataset, mo
     vecs = with_test_time_flip(ensemble_vectors([result], [name]), [result], dataset, models_dir / "features",
                                config(views=1, test_time_flip=True))
     np.testing.assert_allclose(vecs[name], tta, atol=2e-2)
+
+
+def test_ensemble_across_backbones_runs_every_member_at_the_models_side(dataset, models_dir, tmp_path):
+    """Members on other backbones (`member_backbones`) are trained on their backbone's maps at the ensemble's
+    input side, and the exported model (one input, one trunk per backbone) describes an image as the joined
+    descriptors of the members computed from those cached maps, with and without flip at test time."""
+    from ml.training import export_model_dir, train_ensemble
+    from ml.training.ensemble import ensemble_vectors, with_test_time_flip
+
+    mixed = config(ensemble=2, views=1, epochs=1, member_backbones=("lite0", "lite1")).check()
+    looks = sorted(set(dataset.looks) - TEST)
+    members = train_ensemble(dataset, looks, tmp_path / "members", models_dir / "features", mixed,
+                             fixed_epochs=True, progress=False, log=lambda m: None)
+    assert [(m.config.backbone, m.config.input_size) for m in members] == [("lite0", 0), ("lite1", 224)]
+    assert (models_dir / "features" / "lite1-224").is_dir()  # Lite1's maps at Lite0's side, not its own 240
+    name = dataset.snapshot_names()[0]
+    for flip in (False, True):
+        cfg = config(ensemble=2, views=1, member_backbones=("lite0", "lite1"), test_time_flip=flip)
+        model_dir = export_model_dir([m.head for m in members], cfg, tmp_path / f"model-{flip}", models_dir)
+        emb = load_embedder(str(model_dir))
+        assert emb.dim == 128 and emb.input_size == 224
+        assert emb.card.member_backbones == ["lite0", "lite1"] and emb.card.backbone == "lite0"
+        _, (served,), _ = emb.embed_files([dataset.root / name])
+        recipe = ensemble_vectors(members, [name])
+        if flip:
+            recipe = with_test_time_flip(recipe, members, dataset, models_dir / "features", cfg)
+        np.testing.assert_allclose(served, recipe[name], atol=2e-2)  # float16 feature maps vs images
+        halves = served[:64] * np.sqrt(2), served[64:] * np.sqrt(2)
+        np.testing.assert_allclose([np.linalg.norm(h) for h in halves], 1.0, atol=1e-3)
+
+
+def test_member_backbones_are_checked():
+    with pytest.raises(ValueError, match="member_backbones names 2 backbones .* ensemble of 3"):
+        config(ensemble=3, member_backbones=("lite0", "lite1")).check()
+    with pytest.raises(ValueError, match="unknown member backbone 'lite9'"):
+        config(ensemble=2, member_backbones=("lite0", "lite9")).check()
+    with pytest.raises(ValueError, match="fine_tune_last_stage"):
+        config(ensemble=2, member_backbones=("lite0", "lite1"), fine_tune_last_stage=True).check()
+    assert config(ensemble=2, member_backbones=("lite0", "lite0"), fine_tune_last_stage=True).check()
